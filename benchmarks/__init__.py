@@ -1,0 +1,1 @@
+"""Speed and cost benchmarks; each module runs as `python -m benchmarks.NAME`."""

@@ -1,0 +1,1 @@
+"""Face data formats (RecordIO, emore layout, .bin pairs, alignment, demo data); no torch inside."""

@@ -1,0 +1,1 @@
+"""facenar: Neural Architecture Refinement for face recognition."""
