@@ -1,0 +1,181 @@
+"""Network speed: our child and supernet against an independent plain iresnet50, and Ours-2 vs baseline.
+
+Training throughput = images/s of forward + backward + SGD step with a cosine classifier and
+ArcFace, for (a) the baseline child built by facenar.backbone, (b) a plain iresnet50 written
+out below without facenar (the reference), (c) the supernet running its all-conv3x3 path.
+Then inference images/s of the paper's refined Ours-2 next to the baseline's, to set the
+measured speed-up beside the 26% multiply-add saving.
+
+    python -m benchmarks.networks [--quick] [--device cpu|cuda]
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from benchmarks.common import Section, interleaved_times, machine_info, median, print_section, rate_cells
+from data_tools.cli import run_cli
+from facenar.arch import Arch
+from facenar.backbone import build_child
+from facenar.cost import count_cost
+from facenar.heads import CosineClassifier, MarginSoftmax
+from facenar.supernet import Supernet
+
+OURS2 = Path(__file__).resolve().parents[1] / "weights" / "archs" / "iresnet50_nar_pretrain_paper.json"
+COLUMNS = ["measure", "network", "setting", "per_s", "spread", "ratio", "target"]
+
+
+# --- the reference: a plain insightface-style iresnet50, independent of facenar.backbone ---
+class PlainIRBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.BatchNorm2d(cin, eps=1e-5), nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout, eps=1e-5), nn.PReLU(cout), nn.Conv2d(cout, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout, eps=1e-5))
+        self.short = None if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout, eps=1e-5))
+
+    def forward(self, x):
+        return self.body(x) + (x if self.short is None else self.short(x))
+
+
+class PlainIResNet50(nn.Module):
+    def __init__(self, widths: Sequence[int], input_size: int, embedding_size: int = 512):
+        super().__init__()
+        layers = [nn.Conv2d(3, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0], eps=1e-5),
+                  nn.PReLU(widths[0])]
+        cin, size = widths[0], input_size
+        for blocks, cout in zip((3, 4, 14, 3), widths):
+            layers += [PlainIRBlock(cin, cout, 2)] + [PlainIRBlock(cout, cout, 1) for _ in range(blocks - 1)]
+            cin, size = cout, (size + 1) // 2
+        layers += [nn.BatchNorm2d(cin, eps=1e-5), nn.Flatten(), nn.Linear(cin * size * size, embedding_size),
+                   nn.BatchNorm1d(embedding_size, eps=1e-5)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _settings(quick: bool, device: str) -> dict:
+    if device == "cuda":
+        return dict(width=1.0, input_size=112, batch=128, classes=10_000, repeats=5 if quick else 15)
+    if quick:
+        return dict(width=0.25, input_size=56, batch=16, classes=1_000, repeats=5)
+    return dict(width=1.0, input_size=112, batch=16, classes=1_000, repeats=3)
+
+
+def _train_step(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
+                device: str) -> Callable[[], None]:
+    """One closure = one SGD step on a fixed random batch (synchronised on CUDA)."""
+    head = CosineClassifier(512, classes).to(device)
+    margin = MarginSoftmax("arcface")
+    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(batch, 3, size, size, device=device)
+    labels = torch.randint(0, classes, (batch,), device=device)
+    cuda = device == "cuda"
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            loss = F.cross_entropy(margin(head(forward(x)), labels), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if cuda:
+            torch.cuda.synchronize()
+    return step
+
+
+def _infer(model: nn.Module, batch: int, size: int, device: str) -> Callable[[], None]:
+    x = torch.randn(batch, 3, size, size, device=device)
+    cuda = device == "cuda"
+
+    def run():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            model(x)
+        if cuda:
+            torch.cuda.synchronize()
+    return run
+
+
+def run(quick: bool = False, device: str = "cpu") -> list[dict]:
+    """Rows of the benchmark table (one per measured network and mode)."""
+    s = _settings(quick, device)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(0)
+    base_arch = Arch.baseline("iresnet50", width=s["width"], input_size=s["input_size"])
+    child = build_child(base_arch).to(device).train()
+    supernet = Supernet("iresnet50", width=s["width"], input_size=s["input_size"]).to(device).train()
+    widths = [child.layer1[0].bn2.num_features, child.layer2[0].bn2.num_features,
+              child.layer3[0].bn2.num_features, child.layer4[0].bn2.num_features]
+    reference = PlainIResNet50(widths, s["input_size"]).to(device).train()
+    codes = base_arch.codes
+    steps = {name: _train_step(model, fwd, s["batch"], s["input_size"], s["classes"], device)
+             for name, model, fwd in (("reference", reference, reference),
+                                      ("child", child, child),
+                                      ("supernet", supernet, lambda x: supernet(x, codes)))}
+    times = interleaved_times(steps, s["repeats"])
+    setting = (f"{device}{' bf16 AMP' if device == 'cuda' else ''}, batch {s['batch']}, "
+               f"{s['input_size']}px, width {s['width']}, {s['classes']} classes, median of {s['repeats']}")
+    train_rate = {name: s["batch"] / median(t) for name, t in times.items()}
+    rows = [
+        {"measure": "train img/s", "network": "plain iresnet50 (reference)", "setting": setting,
+         **rate_cells(s["batch"], times["reference"]), "ratio": 1.0, "target": ""},
+        {"measure": "train img/s", "network": "facenar baseline child", "setting": setting,
+         **rate_cells(s["batch"], times["child"]), "ratio": train_rate["child"] / train_rate["reference"],
+         "target": ">= 0.95 x reference"},
+        {"measure": "train img/s", "network": "supernet, baseline path", "setting": setting,
+         **rate_cells(s["batch"], times["supernet"]), "ratio": train_rate["supernet"] / train_rate["child"],
+         "target": ">= 0.85 x child"},
+    ]
+    ours2 = Arch.load(OURS2)
+    ours2 = base_arch.with_codes(ours2.codes)
+    saving = 1 - count_cost(ours2).macs / count_cost(base_arch).macs
+    refined = build_child(ours2).to(device).eval()
+    infer = interleaved_times({"baseline": _infer(child.eval(), s["batch"], s["input_size"], device),
+                               "ours2": _infer(refined, s["batch"], s["input_size"], device)}, s["repeats"])
+    speedup = median(infer["baseline"]) / median(infer["ours2"])
+    rows += [
+        {"measure": "inference img/s", "network": "baseline iresnet50", "setting": setting,
+         **rate_cells(s["batch"], infer["baseline"]), "ratio": 1.0, "target": ""},
+        {"measure": "inference img/s", "network": "Ours-2 (paper, refined)", "setting": setting,
+         **rate_cells(s["batch"], infer["ours2"]), "ratio": speedup,
+         "target": f"MACs -{100 * saving:.1f}% (ideal {1 / (1 - saving):.2f}x)"},
+    ]
+    return rows
+
+
+def section(rows: list[dict], quick: bool) -> Section:
+    result = Section("Networks: training and inference throughput", COLUMNS, rows)
+    child, supernet = rows[1], rows[2]
+    result.target("facenar child >= 0.95 x plain reference", child["ratio"] >= 0.95, f"{child['ratio']:.3f}x")
+    result.target("supernet baseline path >= 0.85 x child", supernet["ratio"] >= 0.85, f"{supernet['ratio']:.3f}x")
+    if quick:
+        result.notes.append("quick mode: reduced width/input size/batch (see the setting column), "
+                            "not the full 112px iresnet50")
+    result.notes.append("ratio = images/s relative to the row above it in the same measure "
+                        "(child vs reference; supernet vs child; Ours-2 vs baseline)")
+    result.notes.append(", ".join(f"{k}: {v}" for k, v in machine_info().items()))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.networks", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="small width/input on CPU (minutes -> seconds)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    args = parser.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    print_section(section(run(args.quick, args.device), args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,97 @@
+"""The weight-sharing supernet: every conv site holds all candidate ops; a forward takes codes.
+
+It is the iresnet skeleton of facenar.backbone with an OpChoice at each site, so stem, BN,
+PReLU, shortcuts and the embedding head are shared by every architecture, and each candidate
+op's weights are shared by every architecture that picks it at that slot (ENAS). A child cut
+out of it (`child_from_supernet`) computes exactly what the supernet computes for its codes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from data_tools.cli import UserError
+from facenar.arch import Arch, num_slots
+from facenar.backbone import IResNet, build_child
+from facenar.ops import PAPER_OPS, build_op
+
+
+class OpChoice(nn.Module):
+    """All candidate ops of one site; runs the one selected by `active`."""
+
+    def __init__(self, candidates: list[nn.Module]):
+        super().__init__()
+        self.candidates = nn.ModuleList(candidates)
+        self.active = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.candidates[self.active](x)
+
+
+class Supernet(IResNet):
+    def __init__(self, backbone: str, candidates: Sequence[str] = PAPER_OPS, width: float = 1.0,
+                 granularity: str = "block", input_size: int = 112, embedding_size: int = 512,
+                 dropout: float = 0.0):
+        self.candidates = list(candidates)
+        # validates backbone / candidates / sizes once, with the same messages as an arch file
+        Arch.baseline(backbone, candidates=self.candidates, width=width, input_size=input_size,
+                      embedding_size=embedding_size, granularity=granularity)
+
+        def make_op(slot: int, cin: int, cout: int, stride: int) -> nn.Module:
+            return OpChoice([build_op(name, cin, cout, stride) for name in self.candidates])
+
+        super().__init__(backbone, make_op, width, input_size, embedding_size, granularity, dropout)
+        self._choices = [(site.slot, self.get_submodule(site.path)) for site in self.sites]
+
+    @property
+    def num_slots(self) -> int:
+        return num_slots(self.backbone, self.granularity)
+
+    @property
+    def num_ops(self) -> int:
+        return len(self.candidates)
+
+    def select(self, codes: Sequence[int]) -> None:
+        """Route every site to its slot's op (kept until the next select/forward)."""
+        if len(codes) != self.num_slots:
+            raise ValueError(f"expected {self.num_slots} codes, got {len(codes)}")
+        for slot, choice in self._choices:
+            code = int(codes[slot])
+            if not 0 <= code < self.num_ops:
+                raise ValueError(f"code {code} at slot {slot} is outside 0..{self.num_ops - 1}")
+            choice.active = code
+
+    def forward(self, x: torch.Tensor, codes: Sequence[int]) -> torch.Tensor:
+        self.select(codes)
+        return super().forward(x)
+
+    def make_arch(self, codes: Sequence[int], provenance: dict | None = None) -> Arch:
+        """The Arch (same backbone, size, candidates) for a list of codes."""
+        return Arch(self.backbone, list(codes), self.candidates, self.width, self.input_size,
+                    self.embedding_size, self.granularity, dict(provenance or {}))
+
+
+def child_from_supernet(supernet: Supernet, arch: Arch) -> IResNet:
+    """A child for `arch` carrying the supernet's shared weights and its chosen ops' weights."""
+    space = (supernet.backbone, supernet.width, supernet.input_size, supernet.embedding_size,
+             supernet.granularity)
+    if (arch.backbone, arch.width, arch.input_size, arch.embedding_size, arch.granularity) != space:
+        raise UserError(f"architecture ({arch.backbone}, width {arch.width}, input {arch.input_size}, "
+                        f"embedding {arch.embedding_size}, {arch.granularity}) does not match the "
+                        f"supernet {space}")
+    missing = sorted(set(arch.ops) - set(supernet.candidates))
+    if missing:
+        raise UserError(f"operator(s) {missing} are not in the supernet's candidates {supernet.candidates}")
+    ops = arch.ops
+    source = supernet.state_dict()
+    state = {key: value for key, value in source.items() if ".candidates." not in key}
+    for site in supernet.sites:
+        chosen = f"{site.path}.candidates.{supernet.candidates.index(ops[site.slot])}."
+        state.update({site.path + "." + key[len(chosen):]: value
+                      for key, value in source.items() if key.startswith(chosen)})
+    reference = next(iter(source.values()))
+    child = build_child(arch, dropout=supernet.dropout.p).to(device=reference.device)
+    child.load_state_dict(state, strict=True)
+    return child.train(supernet.training)

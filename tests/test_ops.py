@@ -1,0 +1,45 @@
+"""Every operator fits every slot shape: same output shape as the conv it replaces."""
+import pytest
+import torch
+from torch import nn
+
+from facenar.ops import OPS, PAPER_OPS, build_op
+
+
+def test_paper_ops_are_the_first_four_codes():
+    assert PAPER_OPS == ("conv3x3", "dwconv3x3", "max3x3", "avg3x3")
+    assert set(PAPER_OPS) | {"conv5x5", "dwconv5x5"} == set(OPS)
+
+
+@pytest.mark.parametrize("name", sorted(OPS))
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("cin,cout", [(8, 8), (8, 16), (16, 8)])
+def test_op_output_shape(name, stride, cin, cout):
+    op = build_op(name, cin, cout, stride)
+    for size in (7, 8):  # odd sizes: ceil(size / stride) like a padded 3x3 conv
+        out = op(torch.randn(2, cin, size, size))
+        assert out.shape == (2, cout, (size - 1) // stride + 1, (size - 1) // stride + 1)
+
+
+def test_op_structure_matches_design():
+    dw = build_op("dwconv3x3", 8, 16, 2)
+    assert dw[0].groups == 8 and dw[0].stride == (2, 2) and dw[1].kernel_size == (1, 1)
+    assert dw[1].in_channels == 8 and dw[1].out_channels == 16
+    pool = build_op("max3x3", 8, 16, 2)
+    assert isinstance(pool[0], nn.MaxPool2d) and pool[1].kernel_size == (1, 1)
+    assert build_op("conv5x5", 8, 8, 1).padding == (2, 2)
+    assert all(m.bias is None for n in OPS for m in build_op(n, 8, 8, 1).modules() if isinstance(m, nn.Conv2d))
+
+
+def test_avg_pool_ignores_padding():
+    op = build_op("avg3x3", 1, 1, 1)
+    nn.init.ones_(op[1].weight)
+    out = op(torch.ones(1, 1, 4, 4))
+    assert torch.allclose(out, torch.ones_like(out))  # corners average only real pixels
+
+
+def test_unknown_op_and_stride_rejected():
+    with pytest.raises(ValueError, match="unknown operator"):
+        build_op("sep7x7", 8, 8, 1)
+    with pytest.raises(ValueError, match="stride"):
+        build_op("conv3x3", 8, 8, 3)
