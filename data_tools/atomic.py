@@ -59,3 +59,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", **kwargs) -> Iterator
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     with atomic_open(path, "w", encoding="utf-8") as handle:
         handle.write(text)
+
+
+def check_not_inside(out: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Refuse an output folder that is, or contains, the input (--force would delete the input)."""
+    out_path, source_path = Path(out).resolve(), Path(source).resolve()
+    if source_path == out_path or source_path.is_relative_to(out_path):
+        raise UserError(f"output {out} would replace the input {source}; choose another output folder")

@@ -1,0 +1,152 @@
+"""Data pipeline speed: .rec read + JPEG decode, ours against mxnet's, and DataLoader throughput.
+
+Both readers decode the same synthetic-face .rec (112x112 JPEGs from data_tools.demo) in the
+same run, in interleaved rounds; mxnet (MXIndexedRecordIO + mx.image.imdecode) runs in its peer
+venv through a subprocess and times itself, so its start-up is not counted. Then images/s of a
+RecordFaceDataset DataLoader (2 workers) with flip and with strong augmentation.
+
+    python -m benchmarks.data_pipeline [--quick]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+from benchmarks.common import Section, machine_info, median, print_section, spread
+from data_tools.cli import run_cli
+from data_tools.demo import identity_images
+from data_tools.emore import EmoreDataset, write_emore, write_property
+from facenar.data import RecordFaceDataset, decode_image, seeded_loader
+
+COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet"]
+MXNET_PASS = r"""
+import json, sys, time
+import mxnet as mx
+rec = mx.recordio.MXIndexedRecordIO(sys.argv[2], sys.argv[1], "r")
+keys = [int(k) for k in sys.argv[3].split(",")]
+def imdecode():
+    for key in keys:
+        header, data = mx.recordio.unpack(rec.read_idx(key))
+        mx.image.imdecode(data).asnumpy()
+def unpack_img():  # mxnet's reader with the cv2 (4.11) of the peer venv: isolates the decoder choice
+    for key in keys:
+        mx.recordio.unpack_img(rec.read_idx(key), 1)
+result = {}
+for name, one_pass in (("imdecode", imdecode), ("unpack_img", unpack_img)):
+    one_pass()  # warm-up: page cache, lazy initialisation
+    start = time.perf_counter()
+    one_pass()
+    result[name] = time.perf_counter() - start
+print(json.dumps(result))
+"""
+
+
+def mxnet_python() -> Path | None:
+    """The mxnet peer venv's python (see tests/peers.py), or None when it was never created."""
+    home = Path(os.environ.get("FACENAR_PEER_HOME", Path.home() / ".cache" / "facenar" / "peers"))
+    python = home / "mxnet" / "bin" / "python"
+    return python if python.is_file() else None
+
+
+def _mxnet_seconds(python: Path, folder: Path, keys: list[int]) -> dict[str, float]:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+    env.update(OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", MXNET_SUBGRAPH_VERBOSE="0")
+    done = subprocess.run([str(python), "-c", MXNET_PASS, str(folder / "train.rec"), str(folder / "train.idx"),
+                           ",".join(map(str, keys))], capture_output=True, text=True, env=env, cwd="/",
+                          timeout=600)
+    if done.returncode != 0:
+        raise RuntimeError(f"mxnet peer failed: {done.stderr.strip()[-500:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _write_faces(folder: Path, num_ids: int, per_id: int) -> None:
+    write_emore(folder, (identity_images(0, "train", i, per_id) for i in range(num_ids)))
+    write_property(folder, num_ids)
+
+
+def _ours_seconds(dataset: EmoreDataset, keys: list[int]) -> float:
+    start = time.perf_counter()
+    for key in keys:
+        decode_image(dataset.read_image(key))
+    return time.perf_counter() - start
+
+
+def _loader_rate(folder: Path, augment: str, batches: int) -> float:
+    loader = seeded_loader(RecordFaceDataset(folder, augment=augment), 64, seed=0, workers=2, drop_last=True)
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    start = time.perf_counter()
+    count = 0
+    for _ in range(batches):
+        count += len(next(iterator)[1])
+    return count / (time.perf_counter() - start)
+
+
+def run(quick: bool = False) -> list[dict]:
+    num_ids, per_id, rounds = (20, 50, 3) if quick else (60, 50, 5)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="facenar-data-bench-") as tmp:
+        folder = Path(tmp)
+        _write_faces(folder, num_ids, per_id)
+        dataset = EmoreDataset(folder)
+        keys = dataset.image_keys.tolist()
+        python = mxnet_python()
+        _ours_seconds(dataset, keys)  # warm-up
+        ours, theirs = [], []
+        for _ in range(rounds):
+            ours.append(_ours_seconds(dataset, keys))
+            if python is not None:
+                theirs.append(_mxnet_seconds(python, folder, keys))
+        ours_rate = len(keys) / median(ours)
+        reference = median([t["imdecode"] for t in theirs]) if theirs else None
+        rows.append({"pipeline": "ours: RecordReader + cv2.imdecode (RGB)", "images": len(keys),
+                     "images_per_s": round(ours_rate), "spread": f"±{100 * spread(ours):.0f}%",
+                     "vs_mxnet": "" if reference is None else round(ours_rate * reference / len(keys), 2)})
+        if reference is None:
+            rows.append({"pipeline": "mxnet peer not available", "images": "", "images_per_s": "",
+                         "spread": "", "vs_mxnet": ""})
+        for name, label in (("imdecode", "mxnet 1.9.1: MXIndexedRecordIO + mx.image.imdecode"),
+                            ("unpack_img", "mxnet 1.9.1: MXIndexedRecordIO + recordio.unpack_img (cv2 4.11)")):
+            if theirs:
+                times = [t[name] for t in theirs]
+                rows.append({"pipeline": label, "images": len(keys), "images_per_s": round(len(keys) / median(times)),
+                             "spread": f"±{100 * spread(times):.0f}%", "vs_mxnet": round(reference / median(times), 2)})
+        batches = 6 if quick else 30
+        for augment in ("flip", "strong"):
+            rows.append({"pipeline": f"DataLoader, 2 workers, batch 64, augment={augment}",
+                         "images": batches * 64, "images_per_s": round(_loader_rate(folder, augment, batches)),
+                         "spread": "", "vs_mxnet": ""})
+    return rows
+
+
+def section(rows: list[dict], quick: bool) -> Section:
+    result = Section("Data pipeline: .rec read + JPEG decode, and DataLoader throughput", COLUMNS, rows)
+    ratio = rows[0]["vs_mxnet"]
+    if ratio != "":
+        result.target("ours >= 0.9 x mxnet read + decode", ratio >= 0.9, f"{ratio:.2f}x")
+    result.notes.append("read + decode: one process, one thread each, median of interleaved passes over the "
+                        "same file; mxnet times itself inside its peer venv (start-up excluded); vs_mxnet = "
+                        "images/s relative to mx.image.imdecode, which pays NDArray dispatch and a copy per image")
+    result.notes.append("DataLoader rows: decode + resize check + augmentation + tensor conversion, "
+                        "after worker start-up" + ("; quick mode: fewer images and batches" if quick else ""))
+    result.notes.append(", ".join(f"{k}: {v}" for k, v in machine_info().items()))
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.data_pipeline", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (well under a minute)")
+    args = parser.parse_args(argv)
+    rows = run(args.quick)
+    print_section(section(rows, args.quick))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,119 @@
+"""insightface verification `.bin` files: a pickle of (images, issame), read without trusting it.
+
+A pickle can run arbitrary code on load, and `.bin` files are passed around the internet, so
+`load_bin` uses an unpickler that resolves only the handful of numpy/builtin globals such files
+really contain (checked against real insightface files) and refuses everything else before it
+is called. Both image spellings in the wild are accepted: `bytes` (python2-era files, read with
+encoding="bytes") and numpy uint8 arrays of encoded bytes (e.g. shape (N, 1)).
+"""
+from __future__ import annotations
+
+import codecs
+import io
+import os
+import pickle
+from typing import Sequence
+
+import numpy as np
+import numpy._core.multiarray as _multiarray
+import numpy._core.numeric as _numeric
+
+from data_tools.atomic import atomic_open
+from data_tools.cli import UserError
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+    """Stand-in for `_codecs.encode`: protocol-2 pickles spell `bytes` as encode(str, 'latin1')."""
+    if codecs.lookup(encoding).name not in ("iso8859-1", "utf-8"):
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
+    return codecs.encode(text, encoding, errors)
+
+
+# (module, name) -> object. numpy 1.x wrote `numpy.core.*`; numpy 2 moved it to `numpy._core.*`.
+_ALLOWED = {
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytearray"): bytearray,
+    ("__builtin__", "bytearray"): bytearray,
+}
+for _module in ("numpy.core", "numpy._core"):
+    _ALLOWED[(f"{_module}.multiarray", "_reconstruct")] = _multiarray._reconstruct
+    _ALLOWED[(f"{_module}.multiarray", "scalar")] = _multiarray.scalar
+    _ALLOWED[(f"{_module}.numeric", "_frombuffer")] = _numeric._frombuffer
+
+
+class _ForbiddenGlobal(pickle.UnpicklingError):
+    pass
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str):
+        found = _ALLOWED.get((module, name))
+        if found is None:
+            raise _ForbiddenGlobal(f"{module}.{name}")
+        return found
+
+
+def _as_image_bytes(item, index: int, path) -> bytes:
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, np.ndarray) and item.dtype in (np.uint8, np.int8):
+        return item.tobytes()
+    raise UserError(
+        f"{path}: image {index} is a {type(item).__name__}"
+        f"{'' if not isinstance(item, np.ndarray) else ' of ' + str(item.dtype)}, "
+        "expected encoded image bytes (bytes or a uint8 array)"
+    )
+
+
+def _as_issame(flags, path) -> np.ndarray:
+    try:
+        values = np.asarray(flags)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{path}: issame list is not a flat list of booleans ({exc})") from None
+    if values.ndim != 1 or values.dtype.kind not in "biu" or not np.isin(values, (0, 1)).all():
+        raise UserError(f"{path}: issame list must be a flat list of booleans (0/1)")
+    return values.astype(bool)
+
+
+def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
+    """Read a verification .bin -> (2P encoded images, P issame flags); pair i = images 2i, 2i+1."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        payload = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+    except _ForbiddenGlobal as exc:
+        raise UserError(
+            f"{path}: refusing to load, the pickle names the forbidden global {exc} "
+            "(a .bin file only needs numpy arrays and bytes; it may be malicious)"
+        ) from None
+    except Exception as exc:  # any failure here is malformed data: no foreign code ran
+        raise UserError(f"{path} is not a valid .bin pair file, truncated or not a pickle ({exc})") from None
+    if not isinstance(payload, (tuple, list)) or len(payload) != 2:
+        raise UserError(f"{path}: expected a pickled pair (images, issame), got {type(payload).__name__}")
+    raw_images, raw_flags = payload
+    if not isinstance(raw_images, (list, tuple, np.ndarray)):
+        raise UserError(f"{path}: images must be a list, got {type(raw_images).__name__}")
+    images = [_as_image_bytes(item, i, path) for i, item in enumerate(raw_images)]
+    issame = _as_issame(raw_flags, path)
+    if len(images) % 2:
+        raise UserError(f"{path}: odd number of images ({len(images)}); pairs need 2 images each")
+    if len(images) != 2 * len(issame):
+        raise UserError(
+            f"{path}: {len(images)} images but {len(issame)} issame flags (need exactly 2 images per flag)"
+        )
+    return images, issame
+
+
+def save_bin(path: str | os.PathLike, images: Sequence[bytes], issame: Sequence[bool]) -> None:
+    """Write (images, issame) as insightface does, atomically; readable by their load_bin too."""
+    images = [bytes(image) for image in images]
+    flags = [bool(flag) for flag in issame]
+    if len(images) != 2 * len(flags):
+        raise UserError(f"{path}: {len(images)} images for {len(flags)} pairs (need 2 per pair)")
+    with atomic_open(path, "wb") as handle:
+        pickle.dump((images, flags), handle, protocol=4)
