@@ -27,7 +27,9 @@ class Section:
         self.targets.append((description, bool(met), detail))
 
     def markdown(self) -> str:
-        lines = [f"## {self.title}", "", markdown_table(self.rows, self.columns), ""]
+        lines = [f"## {self.title}", ""]
+        if self.columns:  # a section without columns (e.g. a benchmark that did not run) is notes only
+            lines += [markdown_table(self.rows, self.columns), ""]
         for description, met, detail in self.targets:
             lines.append(f"- target {description}: **{'met' if met else 'NOT met'}** ({detail})")
         lines.extend(f"- {note}" for note in self.notes)

@@ -70,7 +70,7 @@ def _settings(quick: bool, device: str) -> dict:
     return dict(width=1.0, input_size=112, batch=16, classes=1_000, repeats=3)
 
 
-def _train_step(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
+def train_step_closure(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
                 device: str) -> Callable[[], None]:
     """One closure = one SGD step on a fixed random batch (synchronised on CUDA)."""
     head = CosineClassifier(512, classes).to(device)
@@ -92,13 +92,14 @@ def _train_step(model: nn.Module, forward: Callable, batch: int, size: int, clas
     return step
 
 
-def _infer(model: nn.Module, batch: int, size: int, device: str) -> Callable[[], None]:
+def inference_closure(forward: Callable, batch: int, size: int, device: str) -> Callable[[], None]:
+    """One closure = one batch of inference (no autograd; synchronised on CUDA)."""
     x = torch.randn(batch, 3, size, size, device=device)
     cuda = device == "cuda"
 
     def run():
         with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            model(x)
+            forward(x)
         if cuda:
             torch.cuda.synchronize()
     return run
@@ -117,7 +118,7 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
               child.layer3[0].bn2.num_features, child.layer4[0].bn2.num_features]
     reference = PlainIResNet50(widths, s["input_size"]).to(device).train()
     codes = base_arch.codes
-    steps = {name: _train_step(model, fwd, s["batch"], s["input_size"], s["classes"], device)
+    steps = {name: train_step_closure(model, fwd, s["batch"], s["input_size"], s["classes"], device)
              for name, model, fwd in (("reference", reference, reference),
                                       ("child", child, child),
                                       ("supernet", supernet, lambda x: supernet(x, codes)))}
@@ -139,15 +140,16 @@ def run(quick: bool = False, device: str = "cpu") -> list[dict]:
     ours2 = base_arch.with_codes(ours2.codes)
     saving = 1 - count_cost(ours2).macs / count_cost(base_arch).macs
     refined = build_child(ours2).to(device).eval()
-    infer = interleaved_times({"baseline": _infer(child.eval(), s["batch"], s["input_size"], device),
-                               "ours2": _infer(refined, s["batch"], s["input_size"], device)}, s["repeats"])
+    infer = interleaved_times({"baseline": inference_closure(child.eval(), s["batch"], s["input_size"], device),
+                               "ours2": inference_closure(refined, s["batch"], s["input_size"], device)}, s["repeats"])
     speedup = median(infer["baseline"]) / median(infer["ours2"])
     rows += [
         {"measure": "inference img/s", "network": "baseline iresnet50", "setting": setting,
          **rate_cells(s["batch"], infer["baseline"]), "ratio": 1.0, "target": ""},
         {"measure": "inference img/s", "network": "Ours-2 (paper, refined)", "setting": setting,
          **rate_cells(s["batch"], infer["ours2"]), "ratio": speedup,
-         "target": f"MACs -{100 * saving:.1f}% (ideal {1 / (1 - saving):.2f}x)"},
+         "target": f"MACs -{100 * saving:.1f}% (ideal {1 / (1 - saving):.2f}x)",
+         "mac_saving": saving},  # not a column: read by section()
     ]
     return rows
 
@@ -157,6 +159,11 @@ def section(rows: list[dict], quick: bool) -> Section:
     child, supernet = rows[1], rows[2]
     result.target("facenar child >= 0.95 x plain reference", child["ratio"] >= 0.95, f"{child['ratio']:.3f}x")
     result.target("supernet baseline path >= 0.85 x child", supernet["ratio"] >= 0.85, f"{supernet['ratio']:.3f}x")
+    ours2 = rows[4]
+    if ours2["ratio"] < 1 / (1 - ours2["mac_saving"]):
+        result.notes.append(f"Ours-2 runs {ours2['ratio']:.2f}x the baseline's images/s, short of what its MAC "
+                            "saving alone would give (no target; likely reason: depthwise 3x3 and pooling do little "
+                            "arithmetic per byte moved, so on this device their time shrinks less than their MACs)")
     if quick:
         result.notes.append("quick mode: reduced width/input size/batch (see the setting column), "
                             "not the full 112px iresnet50")

@@ -1,0 +1,334 @@
+"""The NAR search engine: shared-weight training, controller training, derivation, checkpoint/resume.
+
+One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
+PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by proxy-val
+accuracy. Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
+at each epoch's end, and data order is a function of (seed, epoch), so a killed run resumed from
+its last checkpoint ends exactly where an uninterrupted one would (single process, CPU).
+"""
+from __future__ import annotations
+
+import contextlib
+import shutil
+import time
+from itertools import islice
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from data_tools.cli import UserError, progress
+from facenar.arch import Arch
+from facenar.controller import Controller, Reinforce, uniform_entropy
+from facenar.dist import DistContext, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
+from facenar.rundir import RunDir, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from facenar.schedule import set_lr, sgdr_lr
+from facenar.search_config import SearchConfig, search_space
+from facenar.search_data import ProxyData, RewardModel, latency_model
+from facenar.search_record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+
+CHECKPOINT = "checkpoint.pt"
+ARCH_JSON = "arch.json"
+CHECKPOINT_FORMAT = "facenar-search-v1"
+PLOT_EVERY = 5  # epochs; plots are also drawn at the end and when stopping
+OUTPUTS = (CHECKPOINT, ARCH_JSON, "search.csv", "search_ops.csv", CURVES_PNG, HEATMAP_PNG, "run.log", "tensorboard")
+
+
+class NarSearch:
+    """A search bound to a run directory; `run()` trains (or resumes) and derives the architecture."""
+
+    def __init__(self, cfg: SearchConfig, run: RunDir, ctx: DistContext, workers: int = 0,
+                 data: ProxyData | None = None):
+        self.cfg, self.run_dir, self.ctx, self.workers = cfg, run, ctx, workers
+        self.device = ctx.device
+        seed_everything(cfg.seed)
+        from facenar.heads import CosineClassifier, MarginSoftmax
+        from facenar.supernet import Supernet
+
+        self.data = data if data is not None else ProxyData(cfg.data, cfg.input_size, cfg.augment)
+        self.space = search_space(cfg)
+        self.baseline = self.space.with_codes([cfg.ops.index("conv3x3")] * self.space.num_slots) \
+            if "conv3x3" in cfg.ops else None
+        self.supernet = Supernet(cfg.backbone, candidates=cfg.ops, width=cfg.width, granularity=cfg.granularity,
+                                 input_size=cfg.input_size, embedding_size=cfg.embedding_size).to(self.device)
+        self.head = CosineClassifier(cfg.embedding_size, self.data.num_classes).to(self.device)
+        self.margin = MarginSoftmax("arcface", s=cfg.margin_s, m2=cfg.margin_m)
+        self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr_max, momentum=cfg.momentum, nesterov=True,
+                                         weight_decay=cfg.weight_decay)
+        self.controller = Controller(self.supernet.num_slots, self.supernet.num_ops,
+                                     tanh_constant=cfg.tanh_constant, temperature=cfg.temperature)
+        self.trainer = Reinforce(self.controller, lr=cfg.controller_lr, baseline_decay=cfg.baseline_decay,
+                                 entropy_weight=cfg.entropy_weight)
+        self.arch_gen = torch.Generator().manual_seed(cfg.seed + 1)
+        self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
+        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.rewards = RewardModel(self, self.space, cfg) if ctx.is_main else None
+        self.record = SearchRecord(run.path, cfg.ops) if ctx.is_main else None
+        self.epoch, self.best = 0, {"reward": None, "codes": None}
+
+    # ----- one epoch -------------------------------------------------------------------------
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
+    def _epoch_archs(self, steps: int) -> list[list[int]]:
+        """The architecture of every minibatch of this epoch, sampled on rank 0 and shared."""
+        codes = None
+        if self.ctx.is_main:
+            if self.epoch < self.cfg.pretrain_epochs:
+                codes = torch.randint(0, self.supernet.num_ops, (steps, self.supernet.num_slots),
+                                      generator=self.arch_gen).tolist()
+            else:
+                with torch.no_grad():
+                    codes = self.controller.sample(steps, self.arch_gen).codes
+        return broadcast_object(codes, self.ctx)
+
+    def _train_shared(self) -> dict:
+        cfg = self.cfg
+        loader = self.data.train_loader(cfg.batch_size, cfg.seed, self.epoch, self.ctx, self.workers,
+                                        pin=self.device.type == "cuda")
+        steps = len(loader) if not cfg.steps_per_epoch else min(len(loader), cfg.steps_per_epoch)
+        archs = self._epoch_archs(steps)
+        self.supernet.train()
+        self.head.train()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen
+        bar = progress(islice(loader, steps), total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
+        for i, (images, labels) in enumerate(bar):
+            set_lr(self.optimizer, sgdr_lr(self.epoch + i / steps, cfg.t0, cfg.t_mult, cfg.lr_max, cfg.lr_min))
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            with self.autocast():
+                cosine = self.head(self.supernet(images, archs[i])).float()
+            loss = F.cross_entropy(self.margin(cosine, labels), labels)
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler is not None:
+                self.scaler.scale(loss).backward()
+                self._sync_grads()
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                loss.backward()
+                self._sync_grads()
+                self.optimizer.step()
+            totals += torch.stack([loss.detach().double() * len(labels), (cosine.argmax(1) == labels).sum().double(),
+                                   totals.new_tensor(len(labels))])
+        all_reduce_mean(totals, self.ctx)
+        self._sync_buffers()
+        freq = torch.zeros(self.supernet.num_slots, self.supernet.num_ops, dtype=torch.float64)
+        freq.scatter_add_(1, torch.tensor(archs).t(), torch.ones(self.supernet.num_slots, steps, dtype=torch.float64))
+        return {"shared_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
+                "op_freq": (freq / steps).tolist(), "diversity": len({c for a in archs for c in a})}
+
+    def _sync_grads(self) -> None:
+        """Average the active path's gradients over ranks (inactive branches have none, on every rank)."""
+        if not self.ctx.distributed:
+            return
+        grads = [p.grad for p in self.params if p.grad is not None]
+        flat = all_reduce_mean(torch.cat([g.reshape(-1) for g in grads]), self.ctx)
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
+    def _sync_buffers(self) -> None:
+        if self.ctx.distributed:
+            for buf in self.supernet.buffers():
+                if buf.dtype.is_floating_point:
+                    all_reduce_mean(buf, self.ctx)
+
+    def _train_controller(self) -> dict:
+        """REINFORCE steps after PreTrain; during PreTrain only score uniform samples for the record."""
+        cfg = self.cfg
+        if self.epoch < cfg.pretrain_epochs:
+            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
+            codes = torch.randint(0, self.supernet.num_ops, (cfg.controller_samples, self.supernet.num_slots),
+                                  generator=self.arch_gen).tolist()
+            rewards = self.rewards.batch(codes, images, labels)
+            best = max(range(len(codes)), key=rewards.__getitem__)
+            return {"phase": "pretrain", "reward_mean": sum(rewards) / len(rewards), "reward_max": rewards[best],
+                    "best_codes": codes[best], "entropy": uniform_entropy(self.supernet.num_slots,
+                                                                          self.supernet.num_ops),
+                    "baseline": self.trainer.baseline}
+        steps = []
+        for _ in range(cfg.controller_steps):
+            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
+            steps.append(self.trainer.step(lambda batch: self.rewards.batch(batch, images, labels),
+                                           cfg.controller_samples, self.arch_gen))
+        best = max(steps, key=lambda s: s["reward_max"])
+        return {"phase": "search", "reward_mean": sum(s["reward_mean"] for s in steps) / len(steps),
+                "reward_max": best["reward_max"], "best_codes": best["best_codes"],
+                "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline}
+
+    # ----- checkpoint ------------------------------------------------------------------------
+    def save(self) -> None:
+        payload = {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "best": self.best,
+                   "supernet": self.supernet.state_dict(), "head": self.head.state_dict(),
+                   "optimizer": self.optimizer.state_dict(), "reinforce": self.trainer.state_dict(),
+                   "arch_gen": self.arch_gen.get_state(), "val_gen": self.val_gen.get_state(),
+                   "rng": capture_rng()}
+        if self.scaler is not None:
+            payload["scaler"] = self.scaler.state_dict()
+        save_checkpoint(self.run_dir.path / CHECKPOINT, payload)
+
+    def load(self) -> None:
+        path = self.run_dir.path / CHECKPOINT
+        if not path.is_file():
+            raise UserError(f"--resume {self.run_dir.path}: no {CHECKPOINT} there (the run stopped before its "
+                            "first epoch ended); start it again with --out and --force instead of --resume")
+        state = load_checkpoint(path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise UserError(f"{path} is not a facenar search checkpoint")
+        self.supernet.load_state_dict(state["supernet"])
+        self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.trainer.load_state_dict(_to_cpu(state["reinforce"]))
+        self.arch_gen.set_state(state["arch_gen"].cpu())
+        self.val_gen.set_state(state["val_gen"].cpu())
+        if self.scaler is not None and "scaler" in state:
+            self.scaler.load_state_dict(state["scaler"])
+        restore_rng(_to_cpu(state["rng"]))
+        self.epoch, self.best = state["epoch"], state["best"]
+
+    # ----- the whole run ---------------------------------------------------------------------
+    def run(self, resume: bool = False, stop_after_epochs: int | None = None) -> Arch | None:
+        """Train until cfg.epochs (or `stop_after_epochs` more, to simulate a kill), then derive."""
+        cfg = self.cfg
+        if resume:
+            self.load()
+            if self.ctx.is_main:
+                self.record.truncate_after(self.epoch)
+                self.run_dir.log(f"resumed {self.run_dir.path} after epoch {self.epoch}")
+        elif self.ctx.is_main:
+            self.run_dir.log(f"NAR search: {cfg.backbone} width {cfg.width} input {cfg.input_size}, "
+                             f"{self.supernet.num_slots} slots x {len(cfg.ops)} ops ({','.join(cfg.ops)}), "
+                             f"{cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); proxy {cfg.data}: "
+                             f"{len(self.data.train)} train images, {self.data.num_classes} identities; "
+                             f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
+        done_here = 0
+        while self.epoch < cfg.epochs:
+            if stop_after_epochs is not None and done_here >= stop_after_epochs:
+                return None
+            started = time.perf_counter()
+            lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr_max, cfg.lr_min)
+            shared = self._train_shared()
+            if self.ctx.is_main:
+                ctrl = self._train_controller()
+                if self.best["reward"] is None or ctrl["reward_max"] > self.best["reward"]:
+                    self.best = {"reward": ctrl["reward_max"], "codes": ctrl["best_codes"]}
+            barrier(self.ctx)
+            self.epoch += 1
+            done_here += 1
+            if self.ctx.is_main:
+                row = {"epoch": self.epoch, "lr": lr, "shared_loss": shared["shared_loss"],
+                       "train_acc": shared["train_acc"], "diversity": shared["diversity"],
+                       "best_reward": self.best["reward"], **ctrl,
+                       "best_codes": "-".join(map(str, self.best["codes"]))}
+                self.record.add_epoch(row, shared["op_freq"])
+                if self.epoch % PLOT_EVERY == 0 or self.epoch == cfg.epochs or done_here == stop_after_epochs:
+                    self.record.plot()
+                self.save()
+                self.run_dir.log(f"epoch {self.epoch}/{cfg.epochs} [{ctrl['phase']}] lr {lr:.4g} "
+                                 f"loss {shared['shared_loss']:.4f} train_acc {shared['train_acc']:.4f} "
+                                 f"reward {ctrl['reward_mean']:.4f}/{ctrl['reward_max']:.4f} "
+                                 f"entropy {ctrl['entropy']:.3f} ({time.perf_counter() - started:.1f} s)")
+            barrier(self.ctx)
+        return self.derive() if self.ctx.is_main else None
+
+    def derive(self) -> Arch:
+        """Score K sampled + the greedy architecture on the whole proxy-val split; save the best."""
+        from facenar.cost import count_cost
+
+        cfg = self.cfg
+        gen = torch.Generator().manual_seed(cfg.seed + 3)
+        with torch.no_grad():
+            sampled = self.controller.sample(cfg.derive_samples, gen).codes if cfg.derive_samples else []
+        greedy = self.controller.greedy()
+        cache: dict[tuple, float] = {}
+        for codes in progress(sampled + [greedy], total=len(sampled) + 1, desc="derive"):
+            if tuple(codes) not in cache:
+                cache[tuple(codes)] = self.rewards.full(codes)
+        scored = [(cache[tuple(codes)], codes) for codes in sampled + [greedy]]
+        reward, codes = max(scored, key=lambda item: item[0])  # first best on ties
+        random_codes = torch.randint(0, self.supernet.num_ops, (cfg.random_samples, self.supernet.num_slots),
+                                     generator=gen).tolist()
+        random_rewards = [self.rewards.full(c) for c in random_codes]
+        summary = {"reward": reward, "accuracy": self.rewards.accuracy_full(codes) if self.rewards.target else reward,
+                   "greedy_reward": scored[-1][0], "greedy_codes": greedy,
+                   "random_count": len(random_rewards),
+                   "random_mean_reward": sum(random_rewards) / len(random_rewards) if random_rewards else None,
+                   "baseline_reward": self.rewards.full(self.baseline.codes) if self.baseline else None}
+        arch = self.space.with_codes(codes)
+        cost = count_cost(arch)
+        arch.provenance = {**summary, "params": cost.params, "macs": cost.macs,
+                           "op_counts": {name: arch.ops.count(name) for name in arch.candidates},
+                           "search": {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed,
+                                      "epochs": cfg.epochs, "pretrain_epochs": cfg.pretrain_epochs,
+                                      "derive_samples": cfg.derive_samples, "cost": cfg.cost,
+                                      "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}}
+        arch.save(self.run_dir.path / ARCH_JSON)
+        table = format_final_table(arch, summary)
+        print(table, flush=True)
+        self.run_dir.log("derived architecture:\n" + table, echo=False)
+        self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}; record: search.csv, search_ops.csv, "
+                         f"{CURVES_PNG}, {HEATMAP_PNG}")
+        self.record.close()
+        return arch
+
+
+def _amp_dtype(amp: str, device: torch.device):
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
+def _to_cpu(obj):
+    """RNG states must be CPU tensors even when the checkpoint was mapped to a GPU."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    return obj
+
+
+def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
+               workers: int | None = None, stop_after_epochs: int | None = None) -> Arch | None:
+    """Join torchrun's group (if any), resolve the config and run directory on rank 0, search."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    ctx = init_distributed(device)
+    try:
+        config, data = None, None
+        if ctx.is_main:
+            cfg = make_config()
+            data = ProxyData(cfg.data, cfg.input_size, cfg.augment)  # bad input fails before any write
+            if cfg.cost == "latency":
+                latency_model(cfg.latency_table, search_space(cfg))
+            if resume:
+                RunDir.open_resume(out, cfg.to_dict())
+            else:
+                _create_run(out, cfg, force)
+            config = cfg.to_dict()
+        config, out = broadcast_object((config, str(out)), ctx)
+        workers = (4 if ctx.device.type == "cuda" else 0) if workers is None else workers
+        engine = NarSearch(SearchConfig(**config), RunDir(out), ctx, workers, data)
+        return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
+    finally:
+        shutdown(ctx)
+
+
+def _create_run(out: str | Path, cfg: SearchConfig, force: bool) -> RunDir:
+    """A fresh run directory; with --force, the previous search's outputs there are removed first."""
+    path = Path(out)
+    if force and path.is_dir():
+        for name in OUTPUTS:
+            target = path / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+    return RunDir.create(path, cfg.to_dict(), force=force)

@@ -1,0 +1,137 @@
+"""The search's settings: defaults (the paper's), presets, validation, and --resume merging.
+
+A config is the identity of a search run: it is stored as config.json and a resume must match it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from data_tools.cli import UserError
+from facenar.arch import BACKBONES, GRANULARITIES
+from facenar.ops import OPS, PAPER_OPS
+
+# Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
+# A net this small does not learn 200 identities with ArcFace s=64, m=0.5 in 360 steps (measured:
+# train accuracy ~1%), hence s=16, m=0.1; with only 60 controller steps, Adam's lr is raised to 5e-3
+# so the policy visibly moves (entropy 11.1 -> 8.4 nats instead of 11.0).
+PRESETS: dict[str, dict] = {
+    "paper": {},
+    "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
+                 pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, margin_s=16.0,
+                 margin_m=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
+                 derive_samples=20, random_samples=20),
+}
+
+
+@dataclass
+class SearchConfig:
+    """Every setting that changes a search's result (stored as config.json; resume must match it)."""
+
+    data: str = ""
+    backbone: str = "iresnet50"
+    width: float = 1.0
+    input_size: int = 112
+    embedding_size: int = 512
+    ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
+    granularity: str = "block"
+    epochs: int = 150
+    pretrain_epochs: int = 10
+    t0: float = 10
+    t_mult: float = 2
+    lr_max: float = 0.1
+    lr_min: float = 1e-4
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    steps_per_epoch: int = 0  # 0 = one full pass over the proxy train split
+    augment: str = "flip"
+    margin_s: float = 64.0
+    margin_m: float = 0.5
+    controller_steps: int = 50
+    controller_samples: int = 20
+    controller_lr: float = 1e-3
+    entropy_weight: float = 1e-4
+    baseline_decay: float = 0.99
+    tanh_constant: float = 1.5
+    temperature: float | None = None
+    val_batch: int = 128
+    reward_bn: str = "batch"  # see facenar.search_data.RewardModel.accuracy
+    derive_samples: int = 100
+    random_samples: int = 20
+    cost: str = "macs"
+    target_macs: float | None = None
+    target_latency: float | None = None
+    latency_table: str | None = None
+    cost_weight: float = -0.5
+    amp: str = "auto"
+    seed: int = 0
+    preset: str | None = None
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def validate(self) -> "SearchConfig":
+        """One clear message for each setting a user can get wrong."""
+        unknown = [name for name in self.ops if name not in OPS]
+        if unknown:
+            raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
+        if len(self.ops) < 2 or len(set(self.ops)) != len(self.ops):
+            raise UserError(f"--ops needs at least two distinct operators, got {','.join(self.ops)}")
+        if self.backbone not in BACKBONES or self.granularity not in GRANULARITIES:
+            raise UserError(f"unknown backbone {self.backbone!r} or granularity {self.granularity!r}")
+        positive = ("width", "input_size", "embedding_size", "epochs", "batch_size", "controller_steps",
+                    "controller_samples", "val_batch", "t0", "t_mult", "lr_max", "margin_s")
+        bad = [name for name in positive if not getattr(self, name) > 0]
+        bad += [name for name in ("pretrain_epochs", "steps_per_epoch", "derive_samples", "random_samples",
+                                  "lr_min", "weight_decay", "margin_m") if getattr(self, name) < 0]
+        if bad:
+            raise UserError(f"--{bad[0].replace('_', '-')} must be {'positive' if bad[0] in positive else '>= 0'}, "
+                            f"got {getattr(self, bad[0])}")
+        if self.pretrain_epochs > self.epochs:
+            raise UserError(f"--pretrain-epochs {self.pretrain_epochs} exceeds --epochs {self.epochs}")
+        if self.reward_bn not in ("batch", "eval"):
+            raise UserError(f"--reward-bn must be batch or eval, got {self.reward_bn!r}")
+        if self.cost_weight >= 0:
+            raise UserError(f"--cost-weight must be negative (a penalty above the target), got {self.cost_weight}")
+        if self.cost == "latency" and not (self.latency_table and self.target_latency):
+            raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
+        if self.cost == "macs" and (self.target_latency or self.latency_table):
+            raise UserError("--target-latency / --latency-table need --cost latency")
+        return self
+
+
+def search_space(cfg: SearchConfig):
+    """The Arch template of this search (codes all 0): backbone, size and candidates."""
+    from facenar.arch import Arch, num_slots
+
+    return Arch(cfg.backbone, [0] * num_slots(cfg.backbone, cfg.granularity), cfg.ops, cfg.width,
+                cfg.input_size, cfg.embedding_size, cfg.granularity)
+
+
+def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
+    """Defaults <- preset <- explicit options; on --resume, the stored config <- explicit options."""
+    if explicit.get("data"):
+        explicit = {**explicit, "data": str(Path(explicit["data"]).resolve())}
+    if resume:
+        stored_path = Path(resume) / "config.json"
+        if not stored_path.is_file():
+            raise UserError(f"--resume {resume}: no config.json there; not a search run directory")
+        try:
+            base = json.loads(stored_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{stored_path} is not valid JSON ({exc})") from None
+        if not isinstance(base, dict) or set(base) - {f.name for f in dataclasses.fields(SearchConfig)}:
+            raise UserError(f"{stored_path} is not a search configuration")
+        return SearchConfig(**{**base, **explicit}).validate()
+    if explicit.get("preset") not in (None, *PRESETS):
+        raise UserError(f"unknown preset {explicit['preset']!r}; choose {', '.join(PRESETS)}")
+    preset = explicit.get("preset") or ("paper" if explicit.get("data") else "demo")
+    values = {**PRESETS[preset], **explicit, "preset": preset}
+    if not values.get("data"):
+        from data_tools.proxy import ensure_demo_proxy
+
+        values["data"] = str(Path(ensure_demo_proxy()).resolve())
+    return SearchConfig(**values).validate()

@@ -1,0 +1,323 @@
+"""Training engine for a fixed architecture: ArcFace-style margin softmax, Partial FC, DDP, resume.
+
+One process or many (torchrun): the backbone is wrapped in DDP, the class centres are sharded
+by Partial FC, the data order is a seeded permutation per epoch split like DistributedSampler's.
+Everything a resumed run needs (weights, full centre matrix, optimizer, scaler, position in the
+epoch, every RNG) is in RUN_DIR/last.pt, so a stop or a kill costs only the steps after it.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as torch_dist
+from torch.utils.data import DataLoader
+
+from data_tools.cli import UserError, progress
+from data_tools.demo import ensure_demo
+from facenar.backbone import build_child
+from facenar.checkpoint import save_model
+from facenar.dist import DistContext, barrier, broadcast_object, init_distributed, shutdown
+from facenar.partial_fc import PartialFC, gather_rows
+from facenar.rundir import MetricsCSV, RunDir, capture_rng, load_checkpoint, restore_rng, seed_everything
+from facenar.schedule import set_lr
+from facenar.train_config import RESUMABLE, TrainConfig, lr_at, resolve_arch, stored_config
+from facenar.train_data import EpochSampler, SeededSamples, make_loader, open_train_data
+from facenar.verify import verify_model
+
+LAST, BEST = "last.pt", "best.pt"
+
+
+class Engine:
+    """One optimisation step of backbone + Partial FC, and their checkpointable state.
+
+    Two SGD optimizers: the backbone's state is identical on every rank, the centres' (weights
+    and momentum) is sharded and travels through checkpoints as one full matrix.
+    """
+
+    def __init__(self, backbone: torch.nn.Module, head: PartialFC, cfg: TrainConfig, ctx: DistContext):
+        self.ctx, self.head, self.module = ctx, head, backbone
+        self.backbone = backbone
+        if ctx.distributed:
+            ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+            self.backbone = torch.nn.parallel.DistributedDataParallel(backbone, device_ids=ids)
+        sgd = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.opt_backbone = torch.optim.SGD(backbone.parameters(), **sgd)
+        self.opt_head = torch.optim.SGD([head.weight], **sgd)
+        self.amp = cfg.fp16 and ctx.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp)
+        self.grad_clip = cfg.grad_clip
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
+        """One SGD step on a local batch; returns the global-batch loss (NaN/inf: nothing is updated)."""
+        dev = self.ctx.device
+        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        set_lr(self.opt_backbone, lr)
+        set_lr(self.opt_head, lr)
+        self.backbone.train()
+        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+            embeddings = self.backbone(images)
+        loss = self.head(embeddings.float(), labels)
+        value = loss.item()
+        if not math.isfinite(value):
+            return value
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.opt_backbone)
+            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
+        self.scaler.step(self.opt_backbone)
+        self.scaler.step(self.opt_head)
+        self.scaler.update()
+        self.opt_backbone.zero_grad(set_to_none=True)
+        self.opt_head.zero_grad(set_to_none=True)
+        return value
+
+    def state(self) -> dict | None:
+        """Collective: optimizer/scaler state and the full centre matrix (+ momentum) on rank 0."""
+        head = self.head
+        weight = head.full_weight()
+        buf = self.opt_head.state.get(head.weight, {}).get("momentum_buffer")
+        momentum = None if buf is None else gather_rows(buf, head.num_classes, head.rank, head.world_size)
+        if not self.ctx.is_main:
+            return None
+        return {"head": weight, "head_momentum": momentum, "optimizer": self.opt_backbone.state_dict(),
+                "scaler": self.scaler.state_dict()}
+
+    def load_state(self, payload: dict) -> None:
+        """Restore from a checkpoint written on any number of processes (the centres are re-sharded)."""
+        self.module.load_state_dict(payload["model"])
+        self.head.load_full_weight(payload["head"])
+        if payload.get("head_momentum") is not None:
+            shard = self.head.shard(payload["head_momentum"]).to(self.ctx.device).clone()
+            self.opt_head.state[self.head.weight]["momentum_buffer"] = shard
+        self.opt_backbone.load_state_dict(payload["optimizer"])
+        if self.amp and payload.get("scaler"):
+            self.scaler.load_state_dict(payload["scaler"])
+
+
+def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
+    """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
+    ctx = init_distributed(cfg.device)
+    try:
+        # rank 0's clock names the default run directory, so every rank writes to the same one
+        run_path = Path(out) if out else broadcast_object(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"), ctx)
+        return _TrainingRun(cfg, ctx, run_path, resume, force).loop()
+    finally:
+        shutdown(ctx)
+
+
+class _TrainingRun:
+    """One job in a run directory: set up fresh or from last.pt, then loop, log, verify, checkpoint."""
+
+    def __init__(self, cfg: TrainConfig, ctx: DistContext, path: Path, resume: bool, force: bool):
+        self.cfg, self.ctx = cfg, ctx
+        if cfg.data is None:
+            if ctx.is_main:
+                ensure_demo()
+            barrier(ctx)  # one rank generates the demo data, the others then find it
+        self.data_dir = Path(cfg.data) if cfg.data else ensure_demo()
+        self.arch = resolve_arch(cfg)
+        dataset, num_classes = open_train_data(self.data_dir, self.arch.input_size, cfg.augment)
+        self.config = {**asdict(cfg), "data": str(self.data_dir), "arch": self.arch.to_dict(),
+                       "num_classes": num_classes}
+        self.run = self._open_run(path, resume, force)
+        self.global_batch = cfg.batch_size * ctx.world_size
+        self.steps_per_epoch = len(dataset) // self.global_batch
+        if self.steps_per_epoch == 0:
+            raise UserError(f"{self.data_dir} has {len(dataset)} training images, fewer than one global batch "
+                            f"({self.global_batch}); lower --batch-size")
+        self.samples = SeededSamples(dataset, cfg.seed)
+        self.sampler = EpochSampler(len(dataset), ctx.rank, ctx.world_size, cfg.seed)
+
+        seed_everything(cfg.seed)  # identical initial weights on every rank and every run
+        backbone = build_child(self.arch).to(ctx.device)
+        head = PartialFC(self.arch.embedding_size, num_classes, cfg.make_margin(), ctx, cfg.sample_rate, cfg.seed)
+        self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
+        self.step = self.epoch = self.consumed = 0
+        self.best = -1.0
+        self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
+        self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
+        self.last_results: dict | None = None
+        self.benches = {n: self.data_dir / f"{n}.bin" for n in cfg.benches if (self.data_dir / f"{n}.bin").is_file()}
+        self.metrics = MetricsCSV(self.run.path / "train.csv", key="step", columns=[
+            "step", "epoch", "lr", "loss", "images_per_s", *(f"{n}_acc" for n in cfg.benches), "mean_acc"])
+        if resume:
+            self._restore()
+        else:
+            seed_everything(cfg.seed + 1 + ctx.rank)
+        self.tensorboard = _tensorboard(self.run.path) if ctx.is_main else None
+        if ctx.is_main:
+            self._announce(len(dataset), num_classes)
+
+    def _open_run(self, path: Path, resume: bool, force: bool) -> RunDir:
+        if resume:
+            stored = stored_config(path).get("arch", {})
+            if stored.get("backbone") not in (None, self.arch.backbone):
+                raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
+                                f"{stored['backbone']}; resume without --arch or start a new run")
+            return RunDir.open_resume(path, self.config, ignore=RESUMABLE)
+        if path.exists() and any(path.iterdir()) and not force:
+            raise UserError(f"{path} already exists; pass --force to overwrite it, or --resume {path}")
+        barrier(self.ctx)  # every rank has checked before rank 0 creates anything
+        if self.ctx.is_main:
+            RunDir.create(path, self.config, force=True)
+        barrier(self.ctx)
+        return RunDir(path)
+
+    def _restore(self) -> None:
+        payload = load_checkpoint(self.run.path / LAST, map_location="cpu")  # shards move to the device
+        self.engine.load_state(payload)
+        self.step, self.epoch, self.consumed = payload["step"], payload["epoch"], payload["consumed"]
+        self.best = payload.get("best_mean_acc", -1.0)
+        self.done_at["last"] = self.step
+        self.pending = list(payload["pending_loss"])
+        rng = payload["rng"]
+        restore_rng(rng[self.ctx.rank % len(rng)])
+        if self.ctx.is_main:
+            self.metrics.truncate_after(self.step)
+            self.run.log(f"resumed {self.run.path} at step {self.step} (epoch {self.epoch + 1}); "
+                         f"checkpoint from {payload['world_size']} process(es), now {self.ctx.world_size}")
+
+    def _announce(self, images: int, classes: int) -> None:
+        cfg, ctx = self.cfg, self.ctx
+        if cfg.fp16 and ctx.device.type != "cuda":
+            self.run.log("note: --fp16 needs CUDA; training in float32 on the CPU")
+        missing = [n for n in cfg.benches if n not in self.benches]
+        if missing:
+            self.run.log(f"note: no {', '.join(missing)} .bin in {self.data_dir}; not verified")
+        self.run.log(f"training {self.arch.backbone} (width {self.arch.width}, input {self.arch.input_size}) on "
+                     f"{images} images / {classes} ids from {self.data_dir}: {cfg.epochs} epochs x "
+                     f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
+                     f"process(es), {ctx.device}; run dir {self.run.path}")
+
+    def loop(self) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        tick = time.perf_counter()
+        while self.epoch < cfg.epochs:
+            self.sampler.set_epoch(self.epoch, start=self.consumed)
+            self.samples.epoch = self.epoch
+            loader = make_loader(self.samples, self.sampler, cfg.batch_size, cfg.workers, ctx.device.type == "cuda")
+            batches = len(loader)
+            for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
+                lr = lr_at(cfg, self._epoch_float())
+                loss = self.engine.step(images, labels, lr)
+                if not math.isfinite(loss):
+                    raise UserError(f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
+                                    f"stopped without saving it: {self.run.path}/{LAST} keeps step "
+                                    f"{self.done_at.get('last', 'none')}; lower --lr or check the data")
+                self.step += 1
+                self.consumed += self.global_batch
+                epoch_done = index == batches - 1
+                if epoch_done:
+                    self.epoch, self.consumed = self.epoch + 1, 0
+                self.pending = [self.pending[0] + loss, self.pending[1] + 1]
+                if self.step % cfg.log_every == 0:
+                    if ctx.is_main:
+                        rate = self.pending[1] * self.global_batch / max(time.perf_counter() - tick, 1e-9)
+                        self._record({"lr": lr, "loss": self.pending[0] / self.pending[1], "images_per_s": rate})
+                    self.pending, tick = [0.0, 0], time.perf_counter()
+                stop = cfg.max_steps is not None and self.step >= cfg.max_steps
+                every = cfg.verify_every > 0 and self.step % cfg.verify_every == 0
+                self._events(verify=every or (epoch_done and (cfg.verify_every == 0 or self.epoch == cfg.epochs)),
+                             last=stop or epoch_done or self.step % cfg.checkpoint_every == 0)
+                if stop:
+                    if ctx.is_main:
+                        self.run.log(f"stopped at step {self.step} (--max-steps); continue with --resume {self.run.path}")
+                    return self._summary(stopped=True)
+            if batches == 0:  # too little left of this epoch for one global batch (resumed on more processes)
+                self.epoch, self.consumed = self.epoch + 1, 0
+        self._events(verify=True, last=True)  # no-ops unless the last epoch had no batch left
+        return self._summary(stopped=False)
+
+    def _epoch_float(self) -> float:
+        return self.epoch + self.consumed / (self.steps_per_epoch * self.global_batch)
+
+    def _events(self, verify: bool, last: bool) -> None:
+        """Verification (rank 0) and checkpoints; the state gathering is collective, so all ranks come."""
+        verify = verify and bool(self.benches) and self.done_at.get("verify") != self.step
+        last = last and self.done_at.get("last") != self.step
+        if not (verify or last):
+            return
+        extra = self._extra()
+        if self.ctx.is_main:
+            if verify:
+                results, mean = self._verify()
+                if mean > self.best:
+                    self.best = mean
+                    save_model(self.run.path / BEST, self.arch, self.engine.module,
+                               {**extra, "best_mean_acc": mean, "verify": results})
+                    self.run.log(f"best mean accuracy so far {100 * mean:.2f}% -> {self.run.path / BEST}")
+            if last:
+                save_model(self.run.path / LAST, self.arch, self.engine.module, {**extra, "best_mean_acc": self.best})
+                self.run.log(f"checkpoint: step {self.step} -> {self.run.path / LAST}")
+        self.done_at.update({"verify": self.step} if verify else {})
+        self.done_at.update({"last": self.step} if last else {})
+        barrier(self.ctx)
+
+    def _extra(self) -> dict | None:
+        state = self.engine.state()
+        rng = gather_rng(self.ctx)
+        if not self.ctx.is_main:
+            return None
+        return {**state, "step": self.step, "epoch": self.epoch, "consumed": self.consumed, "rng": rng,
+                "pending_loss": list(self.pending),
+                "config": self.config, "world_size": self.ctx.world_size}
+
+    def _verify(self) -> tuple[dict, float]:
+        """Metrics per bench (fractions, as facenar.verify gives them) and the mean accuracy in percent."""
+        with warnings.catch_warnings():  # CPU-sized inputs: resizing the 112x112 pairs is intended
+            warnings.filterwarnings("ignore", message=".*resized with cv2.resize")
+            results = verify_model(self.engine.module, {n: str(p) for n, p in self.benches.items()},
+                                   batch_size=self.cfg.verify_batch, flip=True, device=str(self.ctx.device),
+                                   input_size=self.arch.input_size)
+        accs = {f"{n}_acc": round(100 * r["accuracy"], 4) for n, r in results.items()}  # percent, like insightface
+        mean = round(float(np.mean(list(accs.values()))), 4)
+        self._record({**accs, "mean_acc": mean})
+        self.run.log(f"step {self.step} verification (%): " + ", ".join(
+            f"{n} {100 * r['accuracy']:.2f}+-{100 * r['std']:.2f}" for n, r in results.items()) + f" (mean {mean:.2f})")
+        self.last_results = results
+        return results, mean
+
+    def _record(self, values: dict) -> None:
+        values = {name: float(value) for name, value in values.items()}
+        self.metrics.append({"step": self.step, "epoch": round(self._epoch_float(), 4), **values})
+        if self.tensorboard is not None:
+            for name, value in values.items():
+                self.tensorboard.add_scalar(name, value, self.step)
+
+    def _summary(self, stopped: bool) -> dict:
+        if self.tensorboard is not None:
+            self.tensorboard.close()
+        return {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
+                "best_mean_acc": self.best if self.best >= 0 else None,
+                "verify": self.last_results}
+
+
+def gather_rng(ctx: DistContext) -> list:
+    """Every rank's RNG states in rank order (a resumed rank r continues stream r mod the old count)."""
+    state = capture_rng()
+    if not ctx.distributed:
+        return [state]
+    states = [None] * ctx.world_size
+    torch_dist.all_gather_object(states, state)
+    return states
+
+
+def epoch_progress(loader: DataLoader, ctx: DistContext, epoch: int):
+    return progress(loader, total=len(loader), desc=f"epoch {epoch + 1}") if ctx.is_main else loader
+
+
+def _tensorboard(path: Path):
+    """A SummaryWriter in RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(path / "tensorboard"))
