@@ -117,6 +117,7 @@ def _step_worker(rank: int, world: int, folder: str) -> None:
     if rank == 0:
         torch.save({"loss": loss, "backbone": backbone.state_dict(), "head": state["head"],
                     "momentum": state["head_momentum"]}, f"{folder}/result.pt")
+    torch_dist.barrier()  # no rank tears down gloo while the other still uses it (aborts otherwise)
     torch_dist.destroy_process_group()
 
 
