@@ -68,4 +68,5 @@ def barrier(ctx: DistContext) -> None:
 
 def shutdown(ctx: DistContext) -> None:
     if ctx.distributed and torch_dist.is_initialized():
+        torch_dist.barrier()  # a rank leaving while others still talk to it aborts gloo
         torch_dist.destroy_process_group()
