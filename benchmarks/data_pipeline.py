@@ -9,7 +9,6 @@ RecordFaceDataset DataLoader (2 workers) with flip and with strong augmentation.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.common import Section, machine_info, median, print_section, spread
+from benchmarks.common import Section, benchmark_main, machine_info, median, spread
 from data_tools.cli import run_cli
 from data_tools.demo import identity_images
 from data_tools.emore import EmoreDataset, write_emore, write_property
@@ -140,12 +139,8 @@ def section(rows: list[dict], quick: bool) -> Section:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.data_pipeline", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images and rounds (well under a minute)")
-    args = parser.parse_args(argv)
-    rows = run(args.quick)
-    print_section(section(rows, args.quick))
-    return 0
+    return benchmark_main(argv, "benchmarks.data_pipeline", __doc__, lambda quick, device: section(run(quick), quick),
+                          quick_help="fewer images and rounds (well under a minute)")
 
 
 if __name__ == "__main__":

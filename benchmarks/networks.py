@@ -10,7 +10,6 @@ measured speed-up beside the 26% multiply-add saving.
 """
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -18,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from benchmarks.common import Section, interleaved_times, machine_info, median, print_section, rate_cells
+from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, rate_cells
 from data_tools.cli import run_cli
 from facenar.arch import Arch
 from facenar.backbone import build_child
@@ -174,14 +173,8 @@ def section(rows: list[dict], quick: bool) -> Section:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.networks", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small width/input on CPU (minutes -> seconds)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    print_section(section(run(args.quick, args.device), args.quick))
-    return 0
+    return benchmark_main(argv, "benchmarks.networks", __doc__, lambda quick, device: section(run(quick, device), quick),
+                          quick_help="small width/input on CPU (minutes -> seconds)", with_device=True)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,11 @@ Selection reads only the header and identity records; copy reads exactly the cho
 """
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.common import Section, machine_info, median, print_section
+from benchmarks.common import Section, benchmark_main, machine_info, median
 from data_tools.cli import run_cli
 from data_tools.emore import write_emore, write_property
 from data_tools.proxy import build_proxy
@@ -76,11 +75,8 @@ def section(rows: list[dict], quick: bool) -> Section:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.proxy_split", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smaller sources (under a minute)")
-    args = parser.parse_args(argv)
-    print_section(section(run(args.quick), args.quick))
-    return 0
+    return benchmark_main(argv, "benchmarks.proxy_split", __doc__, lambda quick, device: section(run(quick), quick),
+                          quick_help="smaller sources (under a minute)")
 
 
 if __name__ == "__main__":

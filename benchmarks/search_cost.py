@@ -12,7 +12,6 @@ images x measured seconds per image; GPU hours are an ASSUMPTION unless run with
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import tempfile
@@ -23,7 +22,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from benchmarks.common import Section, interleaved_times, machine_info, median, print_section, spread
+from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from benchmarks.networks import inference_closure, train_step_closure
 from data_tools.cli import run_cli
 
@@ -258,14 +257,8 @@ def run(quick: bool = False, device: str = "cpu") -> Section:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_cost", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2-epoch demo search, tiny full-size batches")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
-    args = parser.parse_args(argv)
-    if args.device == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda: no CUDA device is available")
-    print_section(run(args.quick, args.device))
-    return 0
+    return benchmark_main(argv, "benchmarks.search_cost", __doc__, lambda quick, device: run(quick, device),
+                          quick_help="2-epoch demo search, tiny full-size batches", with_device=True)
 
 
 if __name__ == "__main__":

@@ -10,14 +10,13 @@ facenar model: .bin JPEGs decoded once (1 thread vs a thread pool), then embedde
 """
 from __future__ import annotations
 
-import argparse
 import time
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from benchmarks.common import Section, interleaved_times, machine_info, median, print_section, spread
+from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from data_tools.cli import run_cli
 from data_tools.demo import identity_images
 from facenar import metrics
@@ -105,11 +104,8 @@ def section(rows: list[dict], quick: bool) -> Section:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.verification", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="fewer images and repeats (well under a minute)")
-    args = parser.parse_args(argv)
-    print_section(section(run(args.quick), args.quick))
-    return 0
+    return benchmark_main(argv, "benchmarks.verification", __doc__, lambda quick, device: section(run(quick), quick),
+                          quick_help="fewer images and repeats (well under a minute)")
 
 
 if __name__ == "__main__":
