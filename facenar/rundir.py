@@ -43,13 +43,7 @@ class RunDir:
     def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = ()) -> "RunDir":
         """Open an existing run; its stored config must equal `config` except for `ignore` keys."""
         run = cls(path)
-        stored_path = run.path / CONFIG_NAME
-        if not stored_path.is_file():
-            raise UserError(f"{run.path} is not a run directory (no {CONFIG_NAME}); nothing to resume")
-        try:
-            stored = json.loads(stored_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{stored_path} is not valid JSON ({exc}); cannot resume") from None
+        stored = read_run_config(run.path)
         skip = set(ignore)
         differ = sorted(k for k in set(stored) | set(config)
                         if k not in skip and stored.get(k) != config.get(k))
@@ -65,6 +59,20 @@ class RunDir:
             handle.write(f"{stamp} {message}\n")
         if echo:
             print(message, file=sys.stderr, flush=True)
+
+
+def read_run_config(path: str | Path) -> dict:
+    """The config.json of an existing run directory (what --resume starts from and is checked against)."""
+    stored_path = Path(path) / CONFIG_NAME
+    if not stored_path.is_file():
+        raise UserError(f"--resume {path}: no {CONFIG_NAME} there; not a run directory, nothing to resume")
+    try:
+        stored = json.loads(stored_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{stored_path} is not valid JSON ({exc}); cannot resume") from None
+    if not isinstance(stored, dict):
+        raise UserError(f"{stored_path} is not a run configuration (expected a JSON object)")
+    return stored
 
 
 class MetricsCSV:

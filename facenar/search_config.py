@@ -5,13 +5,13 @@ A config is the identity of a search run: it is stored as config.json and a resu
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.cli import UserError
 from facenar.arch import BACKBONES, GRANULARITIES
 from facenar.ops import OPS, PAPER_OPS
+from facenar.rundir import read_run_config
 
 # Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
 # A net this small does not learn 200 identities with ArcFace s=64, m=0.5 in 360 steps (measured:
@@ -116,15 +116,9 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     if explicit.get("data"):
         explicit = {**explicit, "data": str(Path(explicit["data"]).resolve())}
     if resume:
-        stored_path = Path(resume) / "config.json"
-        if not stored_path.is_file():
-            raise UserError(f"--resume {resume}: no config.json there; not a search run directory")
-        try:
-            base = json.loads(stored_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{stored_path} is not valid JSON ({exc})") from None
-        if not isinstance(base, dict) or set(base) - {f.name for f in dataclasses.fields(SearchConfig)}:
-            raise UserError(f"{stored_path} is not a search configuration")
+        base = read_run_config(resume)
+        if set(base) - {f.name for f in dataclasses.fields(SearchConfig)}:
+            raise UserError(f"--resume {resume}: its config.json is not a search configuration")
         return SearchConfig(**{**base, **explicit}).validate()
     if explicit.get("preset") not in (None, *PRESETS):
         raise UserError(f"unknown preset {explicit['preset']!r}; choose {', '.join(PRESETS)}")

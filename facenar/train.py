@@ -11,7 +11,8 @@ import os
 from typing import Sequence
 
 from data_tools.cli import UserError, run_cli
-from facenar.train_config import MARGINS, PRESETS, TrainConfig, resolve_config, stored_config
+from facenar.rundir import read_run_config
+from facenar.train_config import MARGINS, PRESETS, TrainConfig, resolve_config
 from facenar.trainer import train
 
 D = TrainConfig()
@@ -71,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out or preset:
             raise UserError("--resume continues RUN_DIR with its stored options; drop --out/--preset")
         args.setdefault("max_steps", None)  # a stored --max-steps was the stop just resumed from
-        cfg = resolve_config(args, stored=stored_config(resume))  # changes are checked against the run
+        cfg = resolve_config(args, stored=read_run_config(resume))  # changes are checked against the run
     else:
         cfg = resolve_config(args, preset=preset)
     summary = train(cfg, out=resume or out, resume=bool(resume), force=force)

@@ -5,14 +5,11 @@ stored config.json instead, and only the operational options in RESUMABLE may ch
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields
-from pathlib import Path
 
 from data_tools.cli import UserError
 from facenar.arch import Arch
 from facenar.heads import MarginSoftmax
-from facenar.rundir import CONFIG_NAME
 from facenar.schedule import poly_lr, sgdr_lr
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
@@ -129,14 +126,3 @@ def lr_at(cfg: TrainConfig, epoch: float) -> float:
     if cfg.schedule == "poly":
         return poly_lr(epoch, cfg.epochs, cfg.lr)
     return sgdr_lr(epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min)
-
-
-def stored_config(run_dir: str | Path) -> dict:
-    """The config.json of an existing run (what --resume starts from)."""
-    path = Path(run_dir) / CONFIG_NAME
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run directory (no {CONFIG_NAME}); nothing to resume")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); cannot resume") from None

@@ -24,9 +24,10 @@ from facenar.backbone import build_child
 from facenar.checkpoint import save_model
 from facenar.dist import DistContext, barrier, broadcast_object, init_distributed, shutdown
 from facenar.partial_fc import PartialFC, gather_rows
-from facenar.rundir import MetricsCSV, RunDir, capture_rng, load_checkpoint, restore_rng, seed_everything
+from facenar.rundir import (MetricsCSV, RunDir, capture_rng, load_checkpoint, read_run_config, restore_rng,
+                            seed_everything)
 from facenar.schedule import set_lr
-from facenar.train_config import RESUMABLE, TrainConfig, lr_at, resolve_arch, stored_config
+from facenar.train_config import RESUMABLE, TrainConfig, lr_at, resolve_arch
 from facenar.train_data import EpochSampler, SeededSamples, make_loader, open_train_data
 from facenar.verify import verify_model
 
@@ -158,7 +159,7 @@ class _TrainingRun:
 
     def _open_run(self, path: Path, resume: bool, force: bool) -> RunDir:
         if resume:
-            stored = stored_config(path).get("arch", {})
+            stored = read_run_config(path).get("arch", {})
             if stored.get("backbone") not in (None, self.arch.backbone):
                 raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
                                 f"{stored['backbone']}; resume without --arch or start a new run")
