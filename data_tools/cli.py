@@ -1,8 +1,10 @@
 """Shared command-line conventions: user errors exit 2 with one line, progress bars only on a TTY."""
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -23,6 +25,17 @@ def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] 
         print("interrupted", file=sys.stderr)
         sys.exit(130)
     sys.exit(result if isinstance(result, int) else 0)
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str = ""):
+    """A JSON file the user handed us, or one UserError line saying what is wrong with it."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist" + (f"; {hint}" if hint else ""))
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it") from None
 
 
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kwargs) -> Iterable[T]:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from data_tools.atomic import check_writable, write_text_atomic
-from data_tools.cli import UserError, run_cli
+from data_tools.cli import UserError, read_json, run_cli
 from facenar.ops import OPS, PAPER_OPS
 
 # IR blocks per stage (insightface iresnet); stage widths are 64/128/256/512 times `width`.
@@ -145,12 +145,7 @@ class Arch:
     @classmethod
     def load(cls, path: str | Path) -> "Arch":
         path = Path(path)
-        if not path.is_file():
-            raise UserError(f"architecture file {path} does not exist")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate the file") from None
+        data = read_json(path, "architecture file")
         try:
             return cls.from_dict(data)
         except UserError as exc:

@@ -12,7 +12,6 @@ where fixed_ms = baseline network time - its conv3x3 slot times (stem, BN, short
 from __future__ import annotations
 
 import io
-import json
 import statistics
 import time
 import warnings
@@ -22,7 +21,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, read_json
 from facenar.arch import Arch
 from facenar.backbone import build_child, conv_sites
 from facenar.ops import PAPER_OPS, build_op
@@ -121,13 +120,7 @@ def latency_cost(table: dict, codes: Sequence[int] | Arch) -> float:
 
 def load_latency_table(path: str | Path) -> dict:
     """A table written by `python -m facenar.arch latency --out`, checked for the fields we use."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"latency table {path} does not exist; write one with python -m facenar.arch latency --out")
-    try:
-        table = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path} is not valid JSON ({exc})") from None
+    table = read_json(path, "latency table", "write one with python -m facenar.arch latency --out")
     needed = ("backbone", "granularity", "width", "input_size", "candidates", "fixed_ms", "slots")
     missing = [k for k in needed if not isinstance(table, dict) or k not in table]
     if missing:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from data_tools.atomic import atomic_path, check_writable, write_text_atomic
-from data_tools.cli import UserError
+from data_tools.cli import UserError, read_json
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
@@ -66,10 +66,7 @@ def read_run_config(path: str | Path) -> dict:
     stored_path = Path(path) / CONFIG_NAME
     if not stored_path.is_file():
         raise UserError(f"--resume {path}: no {CONFIG_NAME} there; not a run directory, nothing to resume")
-    try:
-        stored = json.loads(stored_path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{stored_path} is not valid JSON ({exc}); cannot resume") from None
+    stored = read_json(stored_path, "run configuration")
     if not isinstance(stored, dict):
         raise UserError(f"{stored_path} is not a run configuration (expected a JSON object)")
     return stored
