@@ -8,51 +8,15 @@ encoding="bytes") and numpy uint8 arrays of encoded bytes (e.g. shape (N, 1)).
 """
 from __future__ import annotations
 
-import codecs
-import io
 import os
 import pickle
 from typing import Sequence
 
 import numpy as np
-import numpy._core.multiarray as _multiarray
-import numpy._core.numeric as _numeric
 
 from data_tools.atomic import atomic_open
 from data_tools.cli import UserError
-
-
-def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-    """Stand-in for `_codecs.encode`: protocol-2 pickles spell `bytes` as encode(str, 'latin1')."""
-    if codecs.lookup(encoding).name not in ("iso8859-1", "utf-8"):
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r} is not allowed")
-    return codecs.encode(text, encoding, errors)
-
-
-# (module, name) -> object. numpy 1.x wrote `numpy.core.*`; numpy 2 moved it to `numpy._core.*`.
-_ALLOWED = {
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): _latin1_encode,
-    ("builtins", "bytearray"): bytearray,
-    ("__builtin__", "bytearray"): bytearray,
-}
-for _module in ("numpy.core", "numpy._core"):
-    _ALLOWED[(f"{_module}.multiarray", "_reconstruct")] = _multiarray._reconstruct
-    _ALLOWED[(f"{_module}.multiarray", "scalar")] = _multiarray.scalar
-    _ALLOWED[(f"{_module}.numeric", "_frombuffer")] = _numeric._frombuffer
-
-
-class _ForbiddenGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _RestrictedUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str):
-        found = _ALLOWED.get((module, name))
-        if found is None:
-            raise _ForbiddenGlobal(f"{module}.{name}")
-        return found
+from data_tools.safe_pickle import ForbiddenGlobal as _ForbiddenGlobal, restricted_loads
 
 
 def _as_image_bytes(item, index: int, path) -> bytes:
@@ -85,7 +49,7 @@ def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
     try:
-        payload = _RestrictedUnpickler(io.BytesIO(raw), encoding="bytes").load()
+        payload = restricted_loads(raw)
     except _ForbiddenGlobal as exc:
         raise UserError(
             f"{path}: refusing to load, the pickle names the forbidden global {exc} "
