@@ -1,7 +1,6 @@
 """CIFAR-10 python-format reader, its bad inputs, the demo data and the CIFAR training tensors."""
 from __future__ import annotations
 
-import io
 import os
 import pickle
 import tarfile
@@ -281,3 +280,12 @@ def test_pad_crop_flip_keeps_pixels(small_demo):
                          for y in range(9) for x in range(9)) and not any(
             (images[0][y:y + 24, x:x + 24] == inner).all() for y in range(9) for x in range(9))
     assert seen_pad and seen_flip
+
+
+def test_data_modules_import_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, data_tools.cifar, data_tools.cifar_demo, data_tools.cifar_pickle, data_tools.imagefolder, "
+            "data_tools.safe_pickle, data_tools.make_demo_cifar; assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))
