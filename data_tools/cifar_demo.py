@@ -102,9 +102,13 @@ def draw(label: int, rng: np.random.Generator, height: int = 32, width: int = 32
 
 
 def draw_split(seed: int, split: int, per_class: int, height: int = 32, width: int = 32):
-    """(images [N, H, W, 3] uint8, labels [N]) in a seeded shuffled order; image i uses seed (seed, split, i)."""
-    labels = np.random.default_rng([seed, split]).permutation(np.repeat(np.arange(len(CLASSES)), per_class))
-    images = np.stack([draw(int(label), np.random.default_rng([seed, split, i]), height, width)
+    """(images [N, H, W, 3] uint8, labels [N]) in a seeded shuffled order; image i has its own generator.
+
+    Seeds are (seed, purpose, split, i) of one length: numpy treats missing trailing words as zeros, so
+    keys of different lengths would collide ([0, 0] and [0, 0, 0] give the same stream).
+    """
+    labels = np.random.default_rng([seed, 0, split, 0]).permutation(np.repeat(np.arange(len(CLASSES)), per_class))
+    images = np.stack([draw(int(label), np.random.default_rng([seed, 1, split, i]), height, width)
                        for i, label in enumerate(labels)])
     return images, labels
 

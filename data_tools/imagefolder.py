@@ -132,7 +132,7 @@ def make_demo_imagefolder(out, train_per_class: int = 20, val_per_class: int = 5
             for label, name in enumerate(CLASSES):
                 (tmp / split / name).mkdir(parents=True)
                 for i in range(count):
-                    rng = np.random.default_rng([seed, split == "val", label, i])
+                    rng = np.random.default_rng([seed, 2, split == "val", label, i])  # (cf. cifar_demo.draw_split)
                     height, width = (int(side) for side in rng.integers(48, 201, 2))
                     image = draw(label, rng, height, width)
                     ext = (".JPEG", ".jpg", ".jpeg")[i % 3]  # the spellings found in the wild
