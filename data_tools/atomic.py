@@ -143,6 +143,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         if _about_output(exc, target, tmp):
             raise os_error(exc, target) from None
         raise
+    except UserError as exc:  # e.g. from a nested atomic write inside a folder output: name the real path
+        if tmp is not None and str(tmp) in str(exc):
+            raise type(exc)(str(exc).replace(str(tmp), str(target))) from None
+        raise
     except RuntimeError as exc:
         if is_torch_write_failure(exc):
             raise torch_write_error(target) from None

@@ -78,7 +78,8 @@ def worker_message(text: str) -> str | None:
 
 
 def _fail(message: str, code: int) -> None:
-    print(f"error: {message}", file=sys.stderr)
+    # a non-UTF-8 path arrives as surrogate escapes, which no stream can encode: show them as \udcXX
+    print(f"error: {message}".encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
     sys.exit(code)
 
 
