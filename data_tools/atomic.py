@@ -164,7 +164,9 @@ def _about_output(exc: OSError, target: Path, tmp: Path | None) -> bool:
     if exc.filename is None:  # e.g. write() hitting a full disk: no name, clearly the output
         return exc.errno in ENVIRONMENT_ERRNOS or exc.errno == errno.EROFS
     name = Path(os.fsdecode(exc.filename))
-    return name in (target, target.parent) or (tmp is not None and (name == tmp or name.is_relative_to(tmp)))
+    if name.parent == target.parent and _temp_pattern(target.name).match(name.name):
+        return True  # creating the temporary sibling failed
+    return name in (target, target.parent) or (tmp is not None and name.is_relative_to(tmp))
 
 
 @contextlib.contextmanager
