@@ -26,7 +26,7 @@ import numpy as np
 from data_tools import emore
 from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.binfile import save_bin
-from data_tools.cli import UserError, progress
+from data_tools.cli import UserError, progress, read_json
 from data_tools.outputs import check_outputs
 from data_tools.paths import demo_data_dir
 
@@ -289,10 +289,10 @@ def _readme(params: dict, num_images: int) -> str:
 
 def _is_current(folder: Path) -> bool:
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = read_json(folder / MARKER, "demo record")
+    except UserError:  # missing or damaged: regenerate
         return False
-    return marker.get("generator_version") == GENERATOR_VERSION and all(
+    return isinstance(marker, dict) and marker.get("generator_version") == GENERATOR_VERSION and all(
         marker.get(key) == value for key, value in DEFAULTS.items())
 
 

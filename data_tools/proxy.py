@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.cli import UserError, progress
+from data_tools.cli import UserError, progress, read_json
 from data_tools.emore import EmoreDataset, write_emore, write_property
 from data_tools.outputs import check_outputs
 from data_tools.paths import demo_proxy_dir
@@ -124,11 +124,11 @@ def format_summary(summary: dict) -> str:
 
 def _is_current(folder: Path, source: Path) -> bool:
     try:
-        record = json.loads((folder / "proxy.json").read_text(encoding="utf-8"))
+        record = read_json(folder / "proxy.json", "proxy record")
         fingerprint = _fingerprint(source / "train.idx")
-    except (OSError, ValueError):
+    except (OSError, UserError):  # missing or damaged: rebuild
         return False
-    return (record.get("source_idx_sha256") == fingerprint
+    return (isinstance(record, dict) and record.get("source_idx_sha256") == fingerprint
             and all(record.get(key) == value for key, value in DEMO_DEFAULTS.items()))
 
 
