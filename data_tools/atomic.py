@@ -131,13 +131,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         try:
             _install(tmp, target, existed)
-        except FileExistsError:
-            raise UserError(f"{target} appeared while this command was writing it (another run?); "
-                            "not replacing it; pass --force to replace it, or choose another output") from None
         except OSError as exc:
-            if exc.errno == errno.ENOTEMPTY:
+            if exc.errno in (errno.EEXIST, errno.ENOTEMPTY):  # the no-replace rename refused
                 raise UserError(f"{target} appeared while this command was writing it (another run?); "
-                                "not replacing it") from None
+                                "not replacing it; rerun with --force to replace it, or choose another output"
+                                ) from None
             raise
     except OSError as exc:
         if _about_output(exc, target, tmp):
