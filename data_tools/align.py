@@ -19,10 +19,13 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path, check_not_inside, check_writable
+from data_tools.atomic import atomic_path
 from data_tools.cli import UserError, progress, run_cli
+from data_tools.outputs import check_outputs
+from data_tools.textinput import read_text
 
 ALIGNED_SIZE = 112
+MIN_SPREAD = 1.0  # pixels (RMS distance from the centroid); less is no face, e.g. all-zero placeholders
 # left eye, right eye, nose tip, left mouth corner, right mouth corner (insightface arcface_dst)
 ARCFACE_TEMPLATE = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -45,19 +48,29 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, shift[:, None]])
 
 
+def landmark_problem(points: np.ndarray) -> str | None:
+    """Why 5 landmarks cannot define an alignment (NaN/inf, or all on one spot), else None."""
+    if not np.isfinite(points).all():
+        return "landmarks must be finite numbers (found nan or inf)"
+    if ((points - points.mean(axis=0)) ** 2).sum(axis=1).mean() < MIN_SPREAD ** 2:
+        return f"degenerate landmarks: the 5 points lie within {MIN_SPREAD:g} pixel of each other"
+    return None
+
+
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Warp `image` so its 5 landmarks (5x2, pixels) land on the ArcFace template; 112x112 out."""
-    matrix = similarity_transform(np.asarray(landmarks, dtype=np.float64).reshape(5, 2), ARCFACE_TEMPLATE)
+    points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
+    problem = landmark_problem(points)
+    if problem:
+        raise ValueError(problem)
+    matrix = similarity_transform(points, ARCFACE_TEMPLATE)
     return cv2.warpAffine(image, matrix, (ALIGNED_SIZE, ALIGNED_SIZE), flags=cv2.INTER_LINEAR,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
 def read_landmarks(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     """Parse the landmarks file into (relative image path, 5x2 landmarks) in file order."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read landmarks file {path}: {exc}") from None
+    lines = read_text(path, "landmarks file", max_line=4096).splitlines()
     faces = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -74,6 +87,9 @@ def read_landmarks(path: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
         parts = PurePosixPath(fields[0]).parts
         if fields[0].startswith("/") or ".." in parts:
             raise UserError(f"{path}:{number}: image path {fields[0]!r} must be relative, without '..'")
+        problem = landmark_problem(numbers.reshape(5, 2))
+        if problem:
+            raise UserError(f"{path}:{number}: {problem}")
         faces.append((fields[0], numbers.reshape(5, 2)))
     if not faces:
         raise UserError(f"{path} lists no faces")
@@ -92,9 +108,7 @@ def _find_image(root: Path, relative: str) -> Path:
 def align_folder(images_dir: str | os.PathLike, landmarks_path: str | os.PathLike,
                  out_dir: str | os.PathLike, force: bool = False) -> int:
     """Align every face listed in the landmarks file into `out_dir`; returns the count."""
-    check_writable(out_dir, force)
-    check_not_inside(out_dir, images_dir)
-    check_not_inside(out_dir, landmarks_path)
+    check_outputs(force, folders={"--out": out_dir}, inputs={"--images": images_dir, "--landmarks": landmarks_path})
     root = Path(images_dir)
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist")

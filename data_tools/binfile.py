@@ -36,6 +36,8 @@ def _as_issame(flags, path) -> np.ndarray:
         values = np.asarray(flags)
     except (TypeError, ValueError) as exc:
         raise UserError(f"{path}: issame list is not a flat list of booleans ({exc})") from None
+    if values.ndim == 1 and values.size == 0:
+        raise UserError(f"{path} has no pairs (an empty .bin); regenerate it with data_tools.make_bin")
     if values.ndim != 1 or values.dtype.kind not in "biu" or not np.isin(values, (0, 1)).all():
         raise UserError(f"{path}: issame list must be a flat list of booleans (0/1)")
     return values.astype(bool)

@@ -24,9 +24,10 @@ import cv2
 import numpy as np
 
 from data_tools import emore
-from data_tools.atomic import atomic_path, check_writable, write_text_atomic
+from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.binfile import save_bin
-from data_tools.cli import UserError, progress
+from data_tools.cli import UserError, progress, read_json
+from data_tools.outputs import check_outputs
 from data_tools.paths import demo_data_dir
 
 GENERATOR_VERSION = 1
@@ -244,7 +245,7 @@ def make_demo(out, num_ids: int = 600, images_per_id: int = 50, pairs_per_bench:
     """Generate the synthetic dataset into `out` (appears atomically); returns its path."""
     if num_ids < 2 or images_per_id < 2 or pairs_per_bench < FOLDS:
         raise UserError(f"demo data needs num_ids >= 2, images_per_id >= 2 and pairs >= {FOLDS}")
-    check_writable(out, force)
+    check_outputs(force, folders={"--out": out})
     if workers is None:
         workers = min(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1, 8)
         workers = workers if num_ids * images_per_id >= 5000 else 1  # small sets: spawning costs more
@@ -288,10 +289,10 @@ def _readme(params: dict, num_images: int) -> str:
 
 def _is_current(folder: Path) -> bool:
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = read_json(folder / MARKER, "demo record")
+    except UserError:  # missing or damaged: regenerate
         return False
-    return marker.get("generator_version") == GENERATOR_VERSION and all(
+    return isinstance(marker, dict) and marker.get("generator_version") == GENERATOR_VERSION and all(
         marker.get(key) == value for key, value in DEFAULTS.items())
 
 

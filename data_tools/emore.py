@@ -16,6 +16,7 @@ import numpy as np
 from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError
 from data_tools.recordio import IRHeader, RecordReader, RecordWriter, pack_record, unpack_record
+from data_tools.textinput import read_text
 
 # Record 0 must keep its framed size between the placeholder and the final version.
 _HEADER_PLACEHOLDER = (0.0, 0.0)
@@ -27,7 +28,7 @@ def read_property(folder: str | os.PathLike) -> tuple[int, tuple[int, int]]:
     if not path.is_file():
         raise UserError(f"{path} not found; an emore dataset needs a 'property' file "
                         f"containing 'num_classes,height,width' (e.g. 85742,112,112)")
-    text = path.read_text(encoding="utf-8", errors="replace").strip()
+    text = read_text(path, "property file", max_bytes=4096).strip()
     fields = text.split(",")
     try:
         values = [int(field) for field in fields]

@@ -12,9 +12,10 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.atomic import atomic_path, check_not_inside, check_writable
+from data_tools.atomic import atomic_path
 from data_tools.cli import UserError, progress, run_cli
 from data_tools.emore import write_emore, write_property
+from data_tools.outputs import check_outputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
@@ -34,10 +35,17 @@ def list_identities(images_dir: Path) -> list[tuple[str, list[Path]]]:
     return found
 
 
+def _read_image(path: Path) -> bytes:
+    data = path.read_bytes()
+    if not data:
+        raise UserError(f"{path} is empty (0 bytes); remove or replace it")
+    return data
+
+
 def _image_size(path: Path) -> tuple[int, int]:
     import cv2
 
-    image = cv2.imdecode(np.fromfile(path, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(_read_image(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise UserError(f"{path}: cannot decode this image; remove or replace it")
     return image.shape[0], image.shape[1]
@@ -47,10 +55,9 @@ def images_to_rec(images_dir, out_dir, force: bool = False) -> dict:
     """Write OUT/train.rec, train.idx and property; returns counts and the image size."""
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     identities = list_identities(images_dir)
-    check_not_inside(out_dir, images_dir)
-    check_writable(out_dir, force)
+    check_outputs(force, folders={"--out": out_dir}, inputs={"--images": images_dir})
     size = _image_size(identities[0][1][0])
-    batches = ([file.read_bytes() for file in files]
+    batches = ([_read_image(file) for file in files]
                for _, files in progress(identities, total=len(identities), desc="identities"))
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -16,19 +16,17 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from data_tools.atomic import check_writable
 from data_tools.binfile import save_bin
 from data_tools.cli import UserError, progress, run_cli
+from data_tools.outputs import check_outputs
+from data_tools.textinput import MiB, read_text
 
 Pair = tuple[str, int, str, int]
 
 
 def read_pairs(pairs_path: str | os.PathLike) -> list[tuple[Pair, bool]]:
     """Parse pairs.txt into ((name1, i, name2, j), issame) in file order."""
-    try:
-        lines = Path(pairs_path).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"cannot read pairs file {pairs_path}: {exc}") from None
+    lines = read_text(pairs_path, "pairs file", max_bytes=64 * MiB, max_line=4096).splitlines()
     pairs = []
     for number, line in enumerate(lines, start=1):
         fields = line.split()
@@ -76,7 +74,7 @@ def _image_bytes(path: Path, warned: set) -> bytes:
 def make_bin(images_dir: str | os.PathLike, pairs_path: str | os.PathLike, out: str | os.PathLike,
              ext: str = "jpg", force: bool = False) -> int:
     """Write `out` (.bin) for every pair in pairs.txt; returns the number of pairs."""
-    check_writable(out, force)
+    check_outputs(force, files={"--out": out}, inputs={"--images": images_dir, "--pairs": pairs_path})
     root = Path(images_dir)
     if not root.is_dir():
         raise UserError(f"image folder {root} does not exist")

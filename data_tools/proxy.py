@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_tools.atomic import atomic_path, check_not_inside, check_writable, write_text_atomic
-from data_tools.cli import UserError, progress
+from data_tools.atomic import atomic_path, write_text_atomic
+from data_tools.cli import UserError, progress, read_json
 from data_tools.emore import EmoreDataset, write_emore, write_property
+from data_tools.outputs import check_outputs
 from data_tools.paths import demo_proxy_dir
 
 FULL_DEFAULTS = {"num_ids": 4000, "per_id": 40, "val_per_id": 4, "seed": 0}
@@ -29,6 +30,8 @@ MANIFEST_COLUMNS = ["split", "proxy_label", "proxy_key", "source_label", "source
 def _check_options(num_ids: int, per_id: int, val_per_id: int) -> None:
     if num_ids < 1:
         raise UserError(f"--num-ids must be at least 1, got {num_ids}")
+    if per_id < 2:
+        raise UserError(f"--per-id must be at least 2 (one train and one val image), got {per_id}")
     if not 1 <= val_per_id < per_id:
         raise UserError(f"--val-per-id must be between 1 and --per-id - 1 ({per_id - 1}), "
                         f"got {val_per_id}")
@@ -78,8 +81,7 @@ def build_proxy(data_dir, out_dir, num_ids: int = 4000, per_id: int = 40, val_pe
     """Write OUT/{train,val}.rec|idx (emore layout, labels 0..num_ids-1), property, manifest.csv."""
     _check_options(num_ids, per_id, val_per_id)
     data_dir, out_dir = Path(data_dir), Path(out_dir)
-    check_not_inside(out_dir, data_dir)
-    check_writable(out_dir, force)
+    check_outputs(force, folders={"--out": out_dir}, inputs={"--data": data_dir})
     started = time.perf_counter()
     source = EmoreDataset(data_dir)
     plan = select(source, num_ids, per_id, val_per_id, seed)
@@ -122,11 +124,11 @@ def format_summary(summary: dict) -> str:
 
 def _is_current(folder: Path, source: Path) -> bool:
     try:
-        record = json.loads((folder / "proxy.json").read_text(encoding="utf-8"))
+        record = read_json(folder / "proxy.json", "proxy record")
         fingerprint = _fingerprint(source / "train.idx")
-    except (OSError, ValueError):
+    except (OSError, UserError):  # missing or damaged: rebuild
         return False
-    return (record.get("source_idx_sha256") == fingerprint
+    return (isinstance(record, dict) and record.get("source_idx_sha256") == fingerprint
             and all(record.get(key) == value for key, value in DEMO_DEFAULTS.items()))
 
 

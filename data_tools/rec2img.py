@@ -9,9 +9,10 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.atomic import atomic_path, check_not_inside, check_writable
+from data_tools.atomic import atomic_path
 from data_tools.cli import progress, run_cli
 from data_tools.emore import EmoreDataset
+from data_tools.outputs import check_outputs
 
 SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"))
 
@@ -25,8 +26,7 @@ def image_suffix(data: bytes) -> str:
 
 def rec_to_images(data_dir, out_dir, prefix: str = "train", force: bool = False) -> dict:
     dataset = EmoreDataset(data_dir, prefix)
-    check_not_inside(out_dir, data_dir)
-    check_writable(out_dir, force)
+    check_outputs(force, folders={"--out": out_dir}, inputs={"--data": data_dir})
     labels = dataset.labels
     label_width = len(str(max(labels, default=0)))
     key_width = len(str(int(dataset.image_keys.max(initial=0))))

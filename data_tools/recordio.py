@@ -88,8 +88,16 @@ def default_idx_path(rec_path: str | os.PathLike) -> Path:
     return Path(rec_path).with_suffix(".idx")
 
 
-def _parse_idx(idx_path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(keys, offsets) from `key\\toffset` lines; vectorised because MS1M has 5.8M lines."""
+def _parse_idx(idx_path: Path, rec_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(keys, offsets) from `key\\toffset` lines; vectorised because MS1M has 5.8M lines.
+
+    A record takes at least 8 bytes of the .rec and its index line under 32, so an index far
+    larger than its .rec is the wrong file and is refused before it is read into memory.
+    """
+    limit = 4 * rec_size + (1 << 20)
+    if idx_path.stat().st_size > limit:
+        raise UserError(f"{idx_path}: index of {idx_path.stat().st_size} bytes is far too large for "
+                        f"{rec_size} bytes of records; wrong file? delete it to rebuild it from the .rec")
     text = idx_path.read_bytes()
     tokens = text.split()
     if len(tokens) % 2 or text.count(b"\t") != len(tokens) // 2:
@@ -119,7 +127,7 @@ class RecordReader:
         self._map: mmap.mmap | bytes | None = None
         self._pid: int | None = None
         if self.idx_path.is_file():
-            keys, offsets = _parse_idx(self.idx_path)
+            keys, offsets = _parse_idx(self.idx_path, self._size)
         else:
             print(f"{self.idx_path} not found; indexing {self.rec_path} by scanning it "
                   f"(keys = record order 0, 1, 2, ...)", file=sys.stderr)

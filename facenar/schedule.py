@@ -10,10 +10,35 @@ import math
 import torch
 
 
+def schedule_problem(t0: float, t_mult: float, lr_max: float, lr_min: float) -> str | None:
+    """Why an SGDR schedule is unusable (a cycle that never ends, or shrinks to nothing), else None.
+
+    Configs call this before any work, so a bad option is one line up front, never a hang.
+    """
+    values = {"t0": t0, "t_mult": t_mult, "lr_max": lr_max, "lr_min": lr_min}
+    bad = [name for name, value in values.items() if not math.isfinite(value)]
+    if bad:
+        return f"{', '.join(bad)} must be finite"
+    if t0 < 1:
+        return f"t0 (first cycle length in epochs) must be >= 1, got {t0:g}"
+    if t_mult < 1:
+        return f"t_mult (cycle growth factor) must be >= 1, got {t_mult:g}"
+    if not 0 <= lr_min <= lr_max:
+        return f"learning rates must satisfy 0 <= lr_min <= lr_max, got lr_min {lr_min:g}, lr_max {lr_max:g}"
+    return None
+
+
+def validate_schedule(t0: float, t_mult: float, lr_max: float, lr_min: float) -> None:
+    problem = schedule_problem(t0, t_mult, lr_max, lr_min)
+    if problem:
+        raise ValueError(problem)
+
+
 def sgdr_lr(epoch: float, t0: float, t_mult: float, lr_max: float, lr_min: float) -> float:
     """Cosine annealing with warm restarts (Loshchilov & Hutter): cycles of t0, t0*t_mult, ... epochs."""
-    if epoch < 0:
-        raise ValueError("epoch must be >= 0")
+    if not epoch >= 0 or not math.isfinite(epoch):
+        raise ValueError(f"epoch must be a finite number >= 0, got {epoch}")
+    validate_schedule(t0, t_mult, lr_max, lr_min)
     cycle_len, start = float(t0), 0.0
     while epoch >= start + cycle_len:
         start += cycle_len

@@ -90,7 +90,7 @@ def test_bad_landmark_lines(tmp_path, line, match):
 
 
 def test_missing_image_exits_2_and_leaves_nothing(tmp_path, capsys):
-    (tmp_path / "marks.txt").write_text("lfw/Nobody/Nobody_0001.jpg " + " ".join(["5"] * 10) + "\n")
+    (tmp_path / "marks.txt").write_text("lfw/Nobody/Nobody_0001.jpg 38 51 73 51 56 71 41 92 70 92\n")
     with pytest.raises(SystemExit) as info:
         run_cli(main, ["--images", str(tmp_path), "--landmarks", str(tmp_path / "marks.txt"),
                        "--out", str(tmp_path / "o")])

@@ -115,8 +115,9 @@ def test_cli_builds_then_refuses_overwrite(tmp_path, capsys):
     args = ["--out", str(tmp_path / "d"), "--num-ids", "3", "--images-per-id", "2", "--pairs", "10"]
     main(args)
     assert "wrote synthetic demo data" in capsys.readouterr().out
-    for bad in (args, args[:2] + ["--num-ids", "1", "--force"]):
+    for bad, message in ((args, "error: "), (args[:2] + ["--num-ids", "1", "--force"], "argument --num-ids: must be >= 2"),
+                         (args[:2] + ["--seed", "-1"], "argument --seed: must be >= 0")):
         with pytest.raises(SystemExit) as info:
             run_cli(main, bad)
         err = capsys.readouterr().err
-        assert info.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+        assert info.value.code == 2 and message in err and err.splitlines()[-1].count("error:") == 1

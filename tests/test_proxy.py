@@ -36,7 +36,7 @@ def test_build_proxy_contents(source, tmp_path):
     out = tmp_path / "proxy"
     summary = proxy.build_proxy(source, out, num_ids=6, per_id=8, val_per_id=2, seed=0)
     assert summary["eligible_ids"] == 20 and summary["train_images"] == 36 and summary["val_images"] == 12
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.csv", "property", "proxy.json",
+    assert sorted(p.name for p in out.iterdir()) == [".facenar", "manifest.csv", "property", "proxy.json",
                                                       "train.idx", "train.rec", "val.idx", "val.rec"]
     assert (out / "property").read_text() == "6,112,96"
     manifest = pd.read_csv(out / "manifest.csv")
@@ -99,22 +99,29 @@ def test_too_few_eligible_ids_exits_2(source, tmp_path, capsys):
     assert list(tmp_path.iterdir()) == []  # nothing half-written
 
 
-def test_existing_output_needs_force(source, tmp_path, capsys):
+def test_existing_output_needs_force_and_user_folders_are_never_replaced(source, tmp_path, capsys):
     out = tmp_path / "p"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
     argv = ["--data", str(source), "--out", str(out), "--num-ids", "2", "--per-id", "8"]
     code, streams = cli(argv, capsys)
     assert code == 2 and "already exists; pass --force" in streams.err
+    code, streams = cli([*argv, "--force"], capsys)
+    assert code == 2 and "facenar did not write" in streams.err
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
-    code, _ = cli([*argv, "--force"], capsys)
-    assert code == 0 and not (out / "keep.txt").exists() and (out / "train.rec").is_file()
+    (out / "keep.txt").unlink()
+    assert cli(argv, capsys)[0] == 2  # even an empty folder needs --force
+    assert cli([*argv, "--force"], capsys)[0] == 0 and (out / "train.rec").is_file()
+    assert cli([*argv, "--force", "--seed", "1"], capsys)[0] == 0  # a proxy folder (marked) is replaced
     assert [p.name for p in tmp_path.iterdir()] == ["p"]  # no temp siblings left
 
 
 @pytest.mark.parametrize("argv, message", [
     (["--val-per-id", "8", "--per-id", "8"], "--val-per-id must be between 1 and --per-id - 1"),
-    (["--num-ids", "0"], "--num-ids must be at least 1"),
+    (["--num-ids", "0"], "argument --num-ids: must be >= 1, got 0"),
+    (["--per-id", "-5"], "argument --per-id: must be >= 2, got -5"),
+    (["--seed", "-1"], "argument --seed: must be >= 0, got -1"),
+    (["--per-id", "nan"], "argument --per-id: expected an integer, got 'nan'"),
 ])
 def test_bad_options_exit_2(source, tmp_path, capsys, argv, message):
     code, streams = cli(["--data", str(source), "--out", str(tmp_path / "p"), *argv], capsys)
