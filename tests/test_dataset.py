@@ -11,7 +11,7 @@ import torch
 
 from data_tools.cli import UserError
 from data_tools.emore import write_emore, write_property
-from facenar.data import RecordFaceDataset, decode_image, seeded_loader
+from facenar.data import RecordFaceDataset, decode_image, make_loader
 from tests.jpeg_data import write_jpeg_emore
 
 
@@ -93,13 +93,13 @@ def test_undecodable_record_names_the_key(tmp_path):
         RecordFaceDataset(tmp_path)[0]
 
 
-def test_seeded_loader_with_two_workers_is_repeatable(tmp_path):
+def test_make_loader_with_two_workers_is_repeatable(tmp_path):
     write_jpeg_emore(tmp_path, [4, 4, 4], (16, 16))
     ds = RecordFaceDataset(tmp_path, augment="strong")
     assert len(pickle.loads(pickle.dumps(ds))) == 12
 
     def epoch(seed):
-        return [(x, y) for x, y in seeded_loader(ds, 4, seed=seed, workers=2)]
+        return [(x, y) for x, y in make_loader(ds, 4, shuffle=True, seed=seed, workers=2)]
 
     first, again, other = epoch(5), epoch(5), epoch(6)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))

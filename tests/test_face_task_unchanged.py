@@ -29,8 +29,8 @@ def _rows(path: Path) -> list[dict]:
 
 def _observe(tiny_demo: Path, tmp: Path) -> dict:
     from data_tools.proxy import build_proxy
-    from facenar.search import main as search
-    from facenar.train import main as train
+    from facenar.search.cli import main as search
+    from facenar.train.cli import main as train
 
     proxy = tmp / "proxy"
     build_proxy(tiny_demo, proxy, num_ids=24, per_id=12, val_per_id=3, seed=0)

@@ -10,10 +10,10 @@ import argparse
 import os
 from typing import Sequence
 
-from data_tools.cli import UserError, run_cli
+from data_tools.cli import UserError
 from facenar.rundir import read_run_config
-from facenar.train_config import MARGINS, PRESETS, TrainConfig, resolve_config
-from facenar.trainer import train
+from facenar.train.config import MARGINS, PRESETS, TrainConfig, resolve_config
+from facenar.train.engine import train
 
 D = TrainConfig()
 
@@ -90,6 +90,3 @@ def format_summary(summary: dict) -> str:
         lines.append(f"  best mean accuracy {summary['best_mean_acc']:.2f}% (best.pt)")
     return "\n".join(lines)
 
-
-if __name__ == "__main__":
-    run_cli(main)

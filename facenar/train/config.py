@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.heads import MarginSoftmax
+from facenar.space.arch import Arch
+from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, sgdr_lr
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind

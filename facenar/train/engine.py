@@ -15,21 +15,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as torch_dist
 from torch.utils.data import DataLoader
 
 from data_tools.cli import UserError, progress
 from data_tools.demo import ensure_demo
-from facenar.backbone import build_child
-from facenar.checkpoint import save_model
+from facenar.space.iresnet import build_child
+from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, save_model, seed_everything
 from facenar.dist import DistContext, barrier, broadcast_object, init_distributed, shutdown
-from facenar.partial_fc import PartialFC, gather_rows
-from facenar.rundir import (MetricsCSV, RunDir, capture_rng, load_checkpoint, read_run_config, restore_rng,
-                            seed_everything)
+from facenar.tasks.partial_fc import PartialFC, gather_rows
+from facenar.rundir import MetricsCSV, RunDir, read_run_config
 from facenar.schedule import set_lr
-from facenar.train_config import RESUMABLE, TrainConfig, lr_at, resolve_arch
-from facenar.train_data import EpochSampler, SeededSamples, make_loader, open_train_data
-from facenar.verify import verify_model
+from facenar.train.config import RESUMABLE, TrainConfig, lr_at, resolve_arch
+from facenar.data import EpochSampler, SeededSamples, make_loader, open_train_data
+from facenar.verify.benches import verify_model
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -103,8 +101,6 @@ class Engine:
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     ctx = init_distributed(cfg.device)
     try:
         # rank 0's clock names the default run directory, so every rank writes to the same one
@@ -148,12 +144,12 @@ class _TrainingRun:
         self.last_results: dict | None = None
         self.benches = {n: self.data_dir / f"{n}.bin" for n in cfg.benches if (self.data_dir / f"{n}.bin").is_file()}
         self.metrics = MetricsCSV(self.run.path / "train.csv", key="step", columns=[
-            "step", "epoch", "lr", "loss", "images_per_s", *(f"{n}_acc" for n in cfg.benches), "mean_acc"])
+            "step", "epoch", "lr", "loss", "images_per_s", *(f"{n}_acc" for n in cfg.benches), "mean_acc"],
+            tensorboard="" if ctx.is_main else None)
         if resume:
             self._restore()
         else:
             seed_everything(cfg.seed + 1 + ctx.rank)
-        self.tensorboard = _tensorboard(self.run.path) if ctx.is_main else None
         if ctx.is_main:
             self._announce(len(dataset), num_classes)
 
@@ -204,7 +200,8 @@ class _TrainingRun:
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.consumed)
             self.samples.epoch = self.epoch
-            loader = make_loader(self.samples, self.sampler, cfg.batch_size, cfg.workers, ctx.device.type == "cuda")
+            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=cfg.workers,
+                                 drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
                 lr = lr_at(cfg, self._epoch_float())
@@ -289,36 +286,13 @@ class _TrainingRun:
     def _record(self, values: dict) -> None:
         values = {name: float(value) for name, value in values.items()}
         self.metrics.append({"step": self.step, "epoch": round(self._epoch_float(), 4), **values})
-        if self.tensorboard is not None:
-            for name, value in values.items():
-                self.tensorboard.add_scalar(name, value, self.step)
 
     def _summary(self, stopped: bool) -> dict:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        self.metrics.close()
         return {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
                 "best_mean_acc": self.best if self.best >= 0 else None,
                 "verify": self.last_results}
 
 
-def gather_rng(ctx: DistContext) -> list:
-    """Every rank's RNG states in rank order (a resumed rank r continues stream r mod the old count)."""
-    state = capture_rng()
-    if not ctx.distributed:
-        return [state]
-    states = [None] * ctx.world_size
-    torch_dist.all_gather_object(states, state)
-    return states
-
-
 def epoch_progress(loader: DataLoader, ctx: DistContext, epoch: int):
     return progress(loader, total=len(loader), desc=f"epoch {epoch + 1}") if ctx.is_main else loader
-
-
-def _tensorboard(path: Path):
-    """A SummaryWriter in RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path / "tensorboard"))

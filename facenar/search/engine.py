@@ -18,14 +18,16 @@ import torch
 import torch.nn.functional as F
 
 from data_tools.cli import UserError, progress
-from facenar.arch import Arch
-from facenar.controller import Controller, Reinforce, uniform_entropy
+from facenar.space.arch import Arch
+from facenar.search.controller import Controller, Reinforce, uniform_entropy
 from facenar.dist import DistContext, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
-from facenar.rundir import RunDir, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from facenar.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything, to_cpu
+from facenar.rundir import RunDir
 from facenar.schedule import set_lr, sgdr_lr
-from facenar.search_config import SearchConfig, search_space
-from facenar.search_data import ProxyData, RewardModel, latency_model
-from facenar.search_record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.search.config import SearchConfig, search_space
+from facenar.data import ProxyData
+from facenar.search.reward import RewardModel, latency_model
+from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
 
 CHECKPOINT = "checkpoint.pt"
 ARCH_JSON = "arch.json"
@@ -42,8 +44,8 @@ class NarSearch:
         self.cfg, self.run_dir, self.ctx, self.workers = cfg, run, ctx, workers
         self.device = ctx.device
         seed_everything(cfg.seed)
-        from facenar.heads import CosineClassifier, MarginSoftmax
-        from facenar.supernet import Supernet
+        from facenar.tasks.heads import CosineClassifier, MarginSoftmax
+        from facenar.space.supernet import Supernet
 
         self.data = data if data is not None else ProxyData(cfg.data, cfg.input_size, cfg.augment)
         self.space = search_space(cfg)
@@ -184,12 +186,12 @@ class NarSearch:
         self.supernet.load_state_dict(state["supernet"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(_to_cpu(state["reinforce"]))
+        self.trainer.load_state_dict(to_cpu(state["reinforce"]))
         self.arch_gen.set_state(state["arch_gen"].cpu())
         self.val_gen.set_state(state["val_gen"].cpu())
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng(_to_cpu(state["rng"]))
+        restore_rng(state["rng"])
         self.epoch, self.best = state["epoch"], state["best"]
 
     # ----- the whole run ---------------------------------------------------------------------
@@ -239,7 +241,7 @@ class NarSearch:
 
     def derive(self) -> Arch:
         """Score K sampled + the greedy architecture on the whole proxy-val split; save the best."""
-        from facenar.cost import count_cost
+        from facenar.space.cost import count_cost
 
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -284,22 +286,9 @@ def _amp_dtype(amp: str, device: torch.device):
     return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
-def _to_cpu(obj):
-    """RNG states must be CPU tensors even when the checkpoint was mapped to a GPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
-
-
 def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
                workers: int | None = None, stop_after_epochs: int | None = None) -> Arch | None:
     """Join torchrun's group (if any), resolve the config and run directory on rank 0, search."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     ctx = init_distributed(device)
     try:
         config, data = None, None

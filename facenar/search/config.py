@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.cli import UserError
-from facenar.arch import BACKBONES, GRANULARITIES
-from facenar.ops import OPS, PAPER_OPS
+from facenar.space.arch import BACKBONES, GRANULARITIES
+from facenar.space.ops import OPS, PAPER_OPS
 from facenar.rundir import read_run_config
 
 # Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
@@ -105,7 +105,7 @@ class SearchConfig:
 
 def search_space(cfg: SearchConfig):
     """The Arch template of this search (codes all 0): backbone, size and candidates."""
-    from facenar.arch import Arch, num_slots
+    from facenar.space.arch import Arch, num_slots
 
     return Arch(cfg.backbone, [0] * num_slots(cfg.backbone, cfg.granularity), cfg.ops, cfg.width,
                 cfg.input_size, cfg.embedding_size, cfg.granularity)

@@ -10,9 +10,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.cli import UserError, run_cli
-from facenar.arch import BACKBONES, GRANULARITIES, parse_ops
-from facenar.search_config import PRESETS, resolve_config
+from data_tools.cli import UserError
+from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
+from facenar.search.config import PRESETS, resolve_config
 
 RUN_OPTIONS = ("out", "resume", "force", "device", "workers", "stop_after_epochs")
 
@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
-    from facenar.nar import run_search
+    from facenar.search.engine import run_search
 
     options = {k: args.get(k) for k in RUN_OPTIONS}
     explicit = {k: v for k, v in args.items() if k not in RUN_OPTIONS}
@@ -108,6 +108,3 @@ def main(argv: Sequence[str] | None = None) -> int:
                stop_after_epochs=options["stop_after_epochs"])
     return 0
 
-
-if __name__ == "__main__":
-    run_cli(main)
