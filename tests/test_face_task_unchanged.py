@@ -1,6 +1,6 @@
 """The face task behaves exactly as before the restructure (issue 12): a tiny fixed-seed search and a
 tiny training run reproduce the arch.json, search.csv, search_ops.csv and train.csv recorded before
-the code was moved. Regenerate the expectation only for an intended behaviour change:
+the code was moved; both runs' TensorBoard events carry the same scalars as their CSVs. Regenerate the expectation only for an intended behaviour change:
     FACENAR_RECORD_EXPECTED=1 python -m pytest tests/test_face_task_unchanged.py
 """
 from __future__ import annotations
@@ -27,15 +27,21 @@ def _rows(path: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def _observe(tiny_demo: Path, tmp: Path) -> dict:
+@pytest.fixture(scope="module")
+def runs(tiny_demo, tmp_path_factory) -> Path:
     from data_tools.proxy import build_proxy
     from facenar.search.cli import main as search
     from facenar.train.cli import main as train
 
+    tmp = tmp_path_factory.mktemp("face_task")
     proxy = tmp / "proxy"
     build_proxy(tiny_demo, proxy, num_ids=24, per_id=12, val_per_id=3, seed=0)
     assert search([*SEARCH, "--data", str(proxy), "--out", str(tmp / "search")]) == 0
     assert train([*TRAIN, "--data", str(tiny_demo), "--out", str(tmp / "train")]) == 0
+    return tmp
+
+
+def _observe(tmp: Path) -> dict:
     arch = json.loads((tmp / "search" / "arch.json").read_text())
     prov = arch["provenance"]
     return {"codes": arch["codes"],
@@ -64,8 +70,31 @@ def _same(got, want, where="") -> None:
             assert got == want, where
 
 
-def test_face_search_and_training_reproduce_the_recorded_run(tiny_demo, tmp_path):
-    observed = _observe(tiny_demo, tmp_path)
+def test_face_search_and_training_reproduce_the_recorded_run(runs):
+    observed = _observe(runs)
     if os.environ.get("FACENAR_RECORD_EXPECTED"):
         EXPECTED.write_text(json.dumps(observed, indent=1) + "\n")
     _same(observed, json.loads(EXPECTED.read_text()))
+
+
+@pytest.mark.parametrize("run,csv_name,key,prefix", [("search", "search.csv", "epoch", "search/"),
+                                                     ("train", "train.csv", "step", "")])
+def test_tensorboard_has_the_csv_scalars(runs, run, csv_name, key, prefix):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(runs / run / "tensorboard"))
+    events.Reload()
+    expected: dict[str, list[tuple[int, float]]] = {}
+    for row in _rows(runs / run / csv_name):
+        for name, value in row.items():
+            try:
+                number = float(value)
+            except ValueError:
+                continue  # empty cells and text (phase, codes) are not scalars
+            if name != key:
+                expected.setdefault(prefix + name, []).append((int(float(row[key])), number))
+    assert sorted(events.Tags()["scalars"]) == sorted(expected)
+    for tag, points in expected.items():
+        got = [(e.step, e.value) for e in events.Scalars(tag)]
+        assert [s for s, _ in got] == [s for s, _ in points], tag
+        assert [v for _, v in got] == pytest.approx([v for _, v in points], rel=1e-6), tag
