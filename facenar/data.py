@@ -219,6 +219,13 @@ class ProxyData:
             self._val = (torch.stack(images).to(device), torch.tensor(labels, device=device))
         return self._val
 
+    @staticmethod
+    def to_input(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images)
+
+    def describe(self) -> str:
+        return f"proxy {self.folder}: {len(self.train)} train images, {self.num_classes} identities"
+
     def val_batch(self, size: int, generator: torch.Generator, device: torch.device):
         images, labels = self.val_set(device)
         index = torch.randperm(len(labels), generator=generator)[:size].to(device)

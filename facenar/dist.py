@@ -44,6 +44,13 @@ def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
     return torch.device(requested)
 
 
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp auto|bf16|fp16|off -> the CUDA autocast dtype (None: full precision; always on a CPU)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
+
+
 def init_distributed(device: str = "auto") -> DistContext:
     """Join the process group that torchrun describes in the environment; a single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

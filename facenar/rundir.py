@@ -37,10 +37,12 @@ class RunDir:
         return run
 
     @classmethod
-    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = ()) -> "RunDir":
-        """Open an existing run; its stored config must equal `config` except for `ignore` keys."""
+    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = (), upgrade=None) -> "RunDir":
+        """Open an existing run; its stored config (under today's names: `upgrade`) must equal `config`
+        except for `ignore` keys."""
         run = cls(path)
         stored = read_run_config(run.path)
+        stored = upgrade(stored) if upgrade else stored
         skip = set(ignore)
         differ = sorted(k for k in set(stored) | set(config)
                         if k not in skip and stored.get(k) != config.get(k))

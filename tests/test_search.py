@@ -92,7 +92,7 @@ def _engine(tiny_proxy, tmp_path, **overrides):
 
     values = dict(data=str(tiny_proxy), backbone="iresnet18", width=0.125, input_size=32, embedding_size=32,
                   epochs=3, pretrain_epochs=1, t0=1, batch_size=24, steps_per_epoch=3, controller_steps=2,
-                  controller_samples=3, val_batch=24, margin_s=16.0, margin_m=0.1)
+                  controller_samples=3, val_batch=24, scale=16.0, m2=0.1)
     cfg = SearchConfig(**{**values, **overrides}).validate()
     run = RunDir.create(tmp_path / "engine", cfg.to_dict())
     return NarSearch(cfg, run, DistContext(0, 1, 0, torch.device("cpu")))

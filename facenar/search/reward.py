@@ -9,7 +9,6 @@ from functools import lru_cache
 import torch
 
 from data_tools.cli import UserError
-from facenar.data import normalize
 
 EVAL_CHUNK = 256
 
@@ -41,11 +40,13 @@ def latency_model(table_path: str, space):
 class RewardModel:
     """Reward of an architecture with the current shared weights: accuracy, times a cost factor.
 
-    `engine` is the NarSearch whose supernet, head, proxy data and autocast are used.
+    Given what scoring needs: the supernet and head, the task's search data (val set + input
+    conversion), its correct-count metric, and the engine's autocast.
     """
 
-    def __init__(self, engine, space, cfg):
-        self.engine, self.weight, self.bn = engine, cfg.cost_weight, cfg.reward_bn
+    def __init__(self, supernet, head, data, correct, autocast, space, cfg):
+        self.net, self.head, self.data, self.correct, self.autocast = supernet, head, data, correct, autocast
+        self.weight, self.bn = cfg.cost_weight, cfg.reward_bn
         self.target, self.cost = None, None
         if cfg.cost == "latency" and cfg.target_latency:
             self.target, self.cost = cfg.target_latency, latency_model(cfg.latency_table, space)
@@ -61,22 +62,22 @@ class RewardModel:
 
     @torch.no_grad()
     def accuracy(self, codes, images: torch.Tensor, labels: torch.Tensor) -> float:
-        """Closed-set identification: argmax of the cosine logits over the proxy identities.
+        """The task's metric (face: closed-set identification, argmax over the proxy identities).
 
         BN uses each chunk's own statistics ("batch", as ENAS scores its children; the running
         averages are restored afterwards) or the running averages ("eval"), which in a supernet mix
         every op's output statistics and, measured on the demo, rank architectures mostly by noise.
         """
-        net, head = self.engine.supernet, self.engine.head
+        net, head = self.net, self.head
         saved = [buf.clone() for buf in net.buffers()] if self.bn == "batch" else []
         net.train(self.bn == "batch")
         correct = 0
         try:
             for chunk in torch.arange(len(labels), device=labels.device).tensor_split(
                     math.ceil(len(labels) / EVAL_CHUNK)):  # near-equal chunks: no tiny last batch
-                with self.engine.autocast():
-                    cosine = head(net(normalize(images[chunk]), list(codes)))
-                correct += int((cosine.argmax(1) == labels[chunk]).sum())
+                with self.autocast():
+                    logits = head(net(self.data.to_input(images[chunk]), list(codes)))
+                correct += self.correct(logits, labels[chunk])
         finally:
             for buf, value in zip(net.buffers(), saved):
                 buf.copy_(value)
@@ -87,7 +88,7 @@ class RewardModel:
         return [self.shape(self.accuracy(codes, images, labels), codes) for codes in batch_codes]
 
     def accuracy_full(self, codes) -> float:
-        return self.accuracy(codes, *self.engine.data.val_set(self.engine.device))
+        return self.accuracy(codes, *self.data.val_set(next(self.head.parameters()).device))
 
     def full(self, codes) -> float:
         return self.shape(self.accuracy_full(codes), codes)

@@ -12,55 +12,59 @@ from typing import Sequence
 
 from data_tools.cli import UserError
 from facenar.rundir import read_run_config
+from facenar.config import help_default
 from facenar.train.config import MARGINS, PRESETS, TrainConfig, resolve_config
 from facenar.train.engine import train
-
-D = TrainConfig()
 
 
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: only options actually given reach the config, so presets and resumed runs keep theirs
     p = argparse.ArgumentParser(prog="python -m facenar.train", argument_default=argparse.SUPPRESS,
                                 description="Train a face-recognition network (ArcFace, Partial FC, DDP).")
-    p.add_argument("--arch", dest="arch_file", metavar="FILE.json",
-                   help="architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
-                        "i.e. weights/archs/iresnet50_baseline.json")
-    p.add_argument("--backbone", help=f"baseline backbone when no --arch (default {D.backbone})")
-    p.add_argument("--data", metavar="DIR", help="emore folder (train.rec/idx, property, *.bin); default: demo data")
+
+    def add(flag: str, text: str = "", *aliases: str, **kw):
+        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+        p.add_argument(flag, *aliases, dest=name, help=help_default(TrainConfig, name, text), **kw)
+
+    add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
+                  "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
+    add("--backbone", "baseline backbone when no --arch")
+    add("--data", "emore folder (train.rec/idx, property, *.bin); default: demo data", metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
     p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU")
-    p.add_argument("--epochs", type=int, help=f"default {D.epochs}")
-    p.add_argument("--batch-size", type=int, help=f"per process (default {D.batch_size})")
-    p.add_argument("--lr", type=float, help=f"peak learning rate (default {D.lr})")
-    p.add_argument("--lr-min", type=float, help=f"SGDR floor (default {D.lr_min})")
-    p.add_argument("--schedule", choices=["sgdr", "poly"], help="default sgdr (T0 = 5, T_mult = 2)")
-    p.add_argument("--t0", type=int, help=f"first SGDR cycle in epochs (default {D.t0})")
-    p.add_argument("--t-mult", type=int, help=f"SGDR cycle growth (default {D.t_mult})")
-    p.add_argument("--momentum", type=float, help=f"SGD momentum (default {D.momentum})")
-    p.add_argument("--weight-decay", type=float, help=f"default {D.weight_decay}")
-    p.add_argument("--margin", choices=sorted(MARGINS), help="default arcface (cos(theta + 0.5))")
-    p.add_argument("--margin-m1", dest="m1", type=float, help="cos(m1*theta + m2) - m3")
-    p.add_argument("--margin-m2", dest="m2", type=float)
-    p.add_argument("--margin-m3", dest="m3", type=float)
-    p.add_argument("--scale", type=float, help=f"logit scale s (default {D.scale:g})")
-    p.add_argument("--embedding-size", type=int, help="default: the architecture's (512)")
-    p.add_argument("--width", type=float, help="channel multiplier override (CPU-sized runs)")
-    p.add_argument("--input-size", type=int, help="input size override; images are resized")
-    p.add_argument("--sample-rate", type=float, help="Partial FC negative-class sampling rate (default 1.0)")
-    p.add_argument("--fp16", action="store_true", help="mixed precision on CUDA (ignored on CPU)")
-    p.add_argument("--grad-clip", type=float, help=f"backbone gradient norm clip, 0 = off (default {D.grad_clip:g})")
-    p.add_argument("--augment", choices=["flip", "strong", "none"], help=f"default {D.augment}")
-    p.add_argument("--verify-every", type=int, metavar="N", help="verify every N steps (default: every epoch)")
-    p.add_argument("--verify-batch", type=int, help=f"default {D.verify_batch}")
-    p.add_argument("--bench", help=f"benchmarks DATA/<name>.bin (default {D.bench})")
-    p.add_argument("--checkpoint-every", type=int, metavar="N", help=f"steps between last.pt (default {D.checkpoint_every})")
-    p.add_argument("--log-every", type=int, metavar="N", help=f"steps between train.csv rows (default {D.log_every})")
-    p.add_argument("--max-steps", type=int, metavar="N", help="stop after N steps (resumable)")
-    p.add_argument("--seed", type=int, help=f"default {D.seed}")
-    p.add_argument("--workers", type=int, help=f"DataLoader workers per process (default {D.workers})")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], help="default auto")
+    add("--epochs", "", type=int)
+    add("--batch-size", "per process", type=int)
+    add("--lr", "peak learning rate (alias --lr-max)", "--lr-max", type=float)
+    add("--lr-min", "SGDR floor", type=float)
+    add("--schedule", "sgdr (T0, T_mult) or poly", choices=["sgdr", "poly"])
+    add("--t0", "first SGDR cycle in epochs", type=int)
+    add("--t-mult", "SGDR cycle growth", type=int)
+    add("--momentum", "SGD momentum", type=float)
+    add("--weight-decay", "", type=float)
+    add("--margin", "cos(m1*theta + m2) - m3 with the kind's m1..m3", choices=sorted(MARGINS))
+    add("--margin-m1", "cos(m1*theta + m2) - m3", dest="m1", type=float)
+    add("--margin-m2", "(alias --margin-m)", "--margin-m", dest="m2", type=float)
+    add("--margin-m3", "", dest="m3", type=float)
+    add("--scale", "logit scale s (alias --margin-s)", "--margin-s", type=float)
+    add("--embedding-size", "default: the architecture's (512)", type=int)
+    add("--width", "channel multiplier override (CPU-sized runs)", type=float)
+    add("--input-size", "input size override; images are resized", type=int)
+    add("--sample-rate", "Partial FC negative-class sampling rate", type=float)
+    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--fp16", dest="amp", action="store_const", const="fp16", help="alias of --amp fp16")
+    add("--grad-clip", "backbone gradient norm clip, 0 = off", type=float)
+    add("--augment", "", choices=["flip", "strong", "none"])
+    add("--verify-every", "verify every N steps (0 = every epoch)", type=int, metavar="N")
+    add("--verify-batch", "", type=int)
+    add("--bench", "benchmarks DATA/<name>.bin")
+    add("--checkpoint-every", "steps between last.pt", type=int, metavar="N")
+    add("--log-every", "steps between train.csv rows", type=int, metavar="N")
+    add("--max-steps", "stop after N steps (resumable)", type=int, metavar="N")
+    add("--seed", "", type=int)
+    add("--workers", "DataLoader workers per process", type=int)
+    add("--device", "", choices=["auto", "cpu", "cuda"])
     return p
 
 
@@ -69,10 +73,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     force = args.pop("force", False)
     out, resume, preset = args.pop("out", None), args.pop("resume", None), args.pop("preset", None)
     if resume:
-        if out or preset:
-            raise UserError("--resume continues RUN_DIR with its stored options; drop --out/--preset")
+        if out:
+            raise UserError("--resume continues RUN_DIR with its stored options; drop --out")
         args.setdefault("max_steps", None)  # a stored --max-steps was the stop just resumed from
-        cfg = resolve_config(args, stored=read_run_config(resume))  # changes are checked against the run
+        cfg = resolve_config(args, preset, stored=read_run_config(resume), where=resume)
     else:
         cfg = resolve_config(args, preset=preset)
     summary = train(cfg, out=resume or out, resume=bool(resume), force=force)
