@@ -1,6 +1,6 @@
 """Search cost: seconds per NAR search epoch by phase, and the paper's search extrapolated to hours.
 
-(1) A real search (facenar.nar.NarSearch) on the demo proxy with the `demo` preset, each phase
+(1) A real search (facenar.search.engine.NarSearch) on the demo proxy with the `demo` preset, each phase
 timed by wrapping the engine's own methods: shared-weight training, controller training (PreTrain
 epochs only score one val batch), checkpoint + record, and the final derivation. (2) The per-image
 cost of the full-size iresnet50 supernet at 112x112 (train step on uniformly sampled paths, as in
@@ -237,7 +237,7 @@ def run(quick: bool = False, device: str = "cpu") -> Section:
                         f"{c.epochs} epochs of which {c.pretrain_epochs} PreTrain, {c.steps_per_epoch} x "
                         f"{c.batch_size} images per epoch, controller {c.controller_steps} x {c.controller_samples} "
                         f"samples on {c.val_batch}-image val batches, derivation {c.derive_samples} sampled + "
-                        f"{c.random_samples} random); phases timed around facenar.nar.NarSearch's own methods "
+                        f"{c.random_samples} random); phases timed around facenar.search.engine.NarSearch's own methods "
                         "(_train_shared, _train_controller, save + record, derive)")
     if quick:
         from facenar.search.config import PRESETS

@@ -63,7 +63,7 @@ class SearchConfig(RunConfig):
     tanh_constant: float = 1.5
     temperature: float | None = None
     val_batch: int = 128
-    reward_bn: str = "batch"  # see facenar.search_data.RewardModel.accuracy
+    reward_bn: str = "batch"  # see facenar.search.reward.RewardModel.accuracy
     derive_samples: int = 100
     random_samples: int = 20
     cost: str = "macs"

@@ -105,7 +105,7 @@ def _save(fig, path: Path) -> None:
 
 
 def format_final_table(arch, summary: dict) -> str:
-    """facenar.cost's per-slot table (op, params, MACs against the baseline), then the rewards."""
+    """facenar.space.cost's per-slot table (op, params, MACs against the baseline), then the rewards."""
     from facenar.space.cost import arch_stats, format_stats
 
     lines = [format_stats(arch_stats(arch)), ""]

@@ -1,6 +1,6 @@
 """The weight-sharing supernet: every conv site holds all candidate ops; a forward takes codes.
 
-It is the iresnet skeleton of facenar.backbone with an OpChoice at each site, so stem, BN,
+It is the iresnet skeleton of facenar.space.iresnet with an OpChoice at each site, so stem, BN,
 PReLU, shortcuts and the embedding head are shared by every architecture, and each candidate
 op's weights are shared by every architecture that picks it at that slot (ENAS). A child cut
 out of it (`child_from_supernet`) computes exactly what the supernet computes for its codes.

@@ -1,6 +1,6 @@
 """10-fold face verification on insightface `.bin` pair files (LFW, CFP-FP, AgeDB-30, ...).
 
-The protocol (facenar.metrics) reproduces insightface's numbers; this module feeds it: load and
+The protocol (facenar.verify.metrics) reproduces insightface's numbers; this module feeds it: load and
 decode each bench once (cached, because training verifies every N steps), embed with flip,
 report. Accepts facenar checkpoints and insightface-layout ONNX models.
 The command line (python -m facenar.verify) is facenar/verify/cli.py.
