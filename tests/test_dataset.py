@@ -117,3 +117,21 @@ def test_proxy_of_the_demo_data_loads_as_training_tensors(tiny_demo, tmp_path):
     assert image.shape == (3, 112, 112) and image.std() > 0.05  # real drawn faces, not blank
     small = RecordFaceDataset(tmp_path / "proxy", augment="flip", input_size=56)
     assert len(small) == 40 and small[39][0].shape == (3, 56, 56)
+
+
+def test_proxy_split_parses_each_split_once_and_normalises_like_the_dataset(tiny_demo, tmp_path, monkeypatch):
+    from data_tools import emore
+    from data_tools.proxy import build_proxy
+    from facenar.data import ProxyData, normalize
+
+    build_proxy(tiny_demo, tmp_path / "proxy", num_ids=5, per_id=10, val_per_id=2, seed=0)
+    opened = []
+    real_init = emore.EmoreDataset.__init__
+    monkeypatch.setattr(emore.EmoreDataset, "__init__",
+                        lambda self, folder, prefix="train": opened.append(prefix) or real_init(self, folder, prefix))
+    data = ProxyData(tmp_path / "proxy", input_size=32, augment="none")
+    images, labels = data.val_set(torch.device("cpu"))
+    assert sorted(opened) == ["train", "val"]  # one parse per split, also after decoding proxy-val
+    plain = RecordFaceDataset(tmp_path / "proxy", prefix="val", augment="none", input_size=32)
+    assert torch.equal(data.to_input(images[3:4])[0], plain[3][0]) and int(labels[3]) == plain[3][1]
+    assert torch.equal(normalize(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))

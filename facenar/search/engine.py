@@ -1,8 +1,8 @@
 """The NAR search engine: shared-weight training, controller training, derivation, checkpoint/resume.
 
 One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
-PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by proxy-val
-accuracy. Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
+PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by the
+task's metric on its val split (facenar.tasks supplies data, head, loss and metric). Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
 at each epoch's end, and data order is a function of (seed, epoch), so a killed run resumed from
 its last checkpoint ends exactly where an uninterrupted one would (single process, CPU).
 """
@@ -242,7 +242,7 @@ class NarSearch:
         return self.derive() if self.ctx.is_main else None
 
     def derive(self) -> Arch:
-        """Score K sampled + the greedy architecture on the whole proxy-val split; save the best."""
+        """Score K sampled + the greedy architecture on the whole val split; save the best."""
         from facenar.space.cost import count_cost
 
         cfg = self.cfg

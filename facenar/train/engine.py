@@ -176,7 +176,7 @@ class _TrainingRun:
         if self.evaluation.missing:
             self.run.log(f"note: {self.evaluation.missing}")
         self.run.log(f"training {self.arch.backbone} (width {self.arch.width}, input {self.arch.input_size}) on "
-                     f"{images} images / {classes} ids from {self.data_dir}: {cfg.epochs} epochs x "
+                     f"{images} images / {classes} classes from {self.data_dir}: {cfg.epochs} epochs x "
                      f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
                      f"process(es), {ctx.device}; run dir {self.run.path}")
         self.run.log(format_differences(cfg))
