@@ -34,8 +34,8 @@ def _diff(ours: float, paper: float) -> float:
 
 def run(quick: bool = False) -> Section:
     """quick changes nothing (counting is instant); the argument keeps the common benchmark signature."""
-    from facenar.arch import Arch
-    from facenar.cost import count_cost
+    from facenar.space.arch import Arch
+    from facenar.space.cost import count_cost
 
     reports = []
     for label, file, paper_params, paper_macs in PAPER_TABLE2:

@@ -21,7 +21,7 @@ from benchmarks.common import Section, benchmark_main, machine_info, median, spr
 from data_tools.cli import run_cli
 from data_tools.demo import identity_images
 from data_tools.emore import EmoreDataset, write_emore, write_property
-from facenar.data import RecordFaceDataset, decode_image, seeded_loader
+from facenar.data import RecordFaceDataset, decode_image, make_loader
 
 COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet"]
 MXNET_PASS = r"""
@@ -77,7 +77,8 @@ def _ours_seconds(dataset: EmoreDataset, keys: list[int]) -> float:
 
 
 def _loader_rate(folder: Path, augment: str, batches: int) -> float:
-    loader = seeded_loader(RecordFaceDataset(folder, augment=augment), 64, seed=0, workers=2, drop_last=True)
+    loader = make_loader(RecordFaceDataset(folder, augment=augment), 64, shuffle=True, seed=0, workers=2,
+                         drop_last=True)
     iterator = iter(loader)
     next(iterator)  # worker start-up is not throughput
     start = time.perf_counter()

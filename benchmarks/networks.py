@@ -19,11 +19,11 @@ from torch import nn
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, rate_cells
 from data_tools.cli import run_cli
-from facenar.arch import Arch
-from facenar.backbone import build_child
-from facenar.cost import count_cost
-from facenar.heads import CosineClassifier, MarginSoftmax
-from facenar.supernet import Supernet
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child
+from facenar.space.cost import count_cost
+from facenar.tasks.heads import CosineClassifier, MarginSoftmax
+from facenar.space.supernet import Supernet
 
 OURS2 = Path(__file__).resolve().parents[1] / "weights" / "archs" / "iresnet50_nar_pretrain_paper.json"
 COLUMNS = ["measure", "network", "setting", "per_s", "spread", "ratio", "target"]

@@ -1,6 +1,6 @@
 """Search cost: seconds per NAR search epoch by phase, and the paper's search extrapolated to hours.
 
-(1) A real search (facenar.nar.NarSearch) on the demo proxy with the `demo` preset, each phase
+(1) A real search (facenar.search.engine.NarSearch) on the demo proxy with the `demo` preset, each phase
 timed by wrapping the engine's own methods: shared-weight training, controller training (PreTrain
 epochs only score one val batch), checkpoint + record, and the final derivation. (2) The per-image
 cost of the full-size iresnet50 supernet at 112x112 (train step on uniformly sampled paths, as in
@@ -82,9 +82,9 @@ class PhaseTimer:
 def time_demo_search(device: str, overrides: dict) -> tuple[dict[str, list[float]], object]:
     """Run a whole demo search in a temporary folder; per-phase seconds (one entry per call) and its config."""
     from facenar.dist import DistContext
-    from facenar.nar import NarSearch
+    from facenar.search.engine import NarSearch
     from facenar.rundir import RunDir
-    from facenar.search_config import resolve_config
+    from facenar.search.config import resolve_config
 
     cfg = resolve_config({"preset": "demo", **overrides}, None)
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
@@ -136,7 +136,7 @@ def _row(measure: str, setting: str, seconds: list[float], images) -> dict:
 
 def per_image_costs(device: str, s: dict, classes: int) -> dict[str, list[float]]:
     """Seconds per image of the full-size supernet: train step (baseline path, uniform paths) and reward forward."""
-    from facenar.supernet import Supernet
+    from facenar.space.supernet import Supernet
 
     torch.manual_seed(0)
     if device == "cuda":
@@ -179,7 +179,7 @@ def paper_images(cfg) -> dict[str, int]:
 
 
 def extrapolation_rows(device: str, per_image: dict[str, list[float]], s: dict) -> tuple[list[dict], list[str]]:
-    from facenar.search_config import SearchConfig
+    from facenar.search.config import SearchConfig
 
     cfg = SearchConfig()  # the paper's schedule (facenar's defaults)
     images = paper_images(cfg)
@@ -237,10 +237,10 @@ def run(quick: bool = False, device: str = "cpu") -> Section:
                         f"{c.epochs} epochs of which {c.pretrain_epochs} PreTrain, {c.steps_per_epoch} x "
                         f"{c.batch_size} images per epoch, controller {c.controller_steps} x {c.controller_samples} "
                         f"samples on {c.val_batch}-image val batches, derivation {c.derive_samples} sampled + "
-                        f"{c.random_samples} random); phases timed around facenar.nar.NarSearch's own methods "
+                        f"{c.random_samples} random); phases timed around facenar.search.engine.NarSearch's own methods "
                         "(_train_shared, _train_controller, save + record, derive)")
     if quick:
-        from facenar.search_config import PRESETS
+        from facenar.search.config import PRESETS
 
         preset = PRESETS["demo"]
         result.notes.append(f"quick mode: the demo search runs {c.epochs} epochs ({c.pretrain_epochs} PreTrain) "

@@ -19,11 +19,11 @@ import torch
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from data_tools.cli import run_cli
 from data_tools.demo import identity_images
-from facenar import metrics
-from facenar.arch import Arch
-from facenar.backbone import build_child
-from facenar.embed import TorchEmbedder, decode_images, default_workers, embed_images
-from facenar.metrics_reference import reference_evaluate
+from facenar.verify import metrics
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child
+from facenar.verify.embed import TorchEmbedder, decode_images, default_workers, embed_images
+from facenar.verify.metrics_reference import reference_evaluate
 
 COLUMNS = ["task", "size", "median_s", "spread", "rate", "speed_up"]
 PAIRS = 6000

@@ -1,9 +1,5 @@
-"""Architectures of the search space: which operator each slot of an iresnet uses, as JSON.
+"""python -m facenar.arch: inspect architectures of the NAR search space.
 
-An architecture is what the search produces and what train/verify/export consume, so it is
-validated strictly on load (a typo in a hand-edited file must not silently train the wrong net).
-
-CLI:
   python -m facenar.arch stats FILE.json | --backbone iresnet50 --codes 0,0,2,... [--json]
   python -m facenar.arch latency [--backbone ... --width ... --backend torch|onnxruntime --out T.json]
 """
@@ -11,168 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Sequence
 
 from data_tools.atomic import check_writable, write_text_atomic
-from data_tools.cli import UserError, read_json, run_cli
-from facenar.ops import OPS, PAPER_OPS
-
-# IR blocks per stage (insightface iresnet); stage widths are 64/128/256/512 times `width`.
-BACKBONES: dict[str, tuple[int, int, int, int]] = {
-    "iresnet18": (2, 2, 2, 2),
-    "iresnet34": (3, 4, 6, 3),
-    "iresnet50": (3, 4, 14, 3),
-    "iresnet100": (3, 13, 30, 3),
-}
-# "block": one slot per IR block (its op replaces both 3x3 convs); "conv": one slot per 3x3 conv.
-GRANULARITIES = {"block": 1, "conv": 2}
-FIELDS = ("backbone", "ops", "codes", "candidates", "width", "input_size", "embedding_size",
-          "granularity", "provenance")
-
-
-def num_slots(backbone: str, granularity: str = "block") -> int:
-    if backbone not in BACKBONES:
-        raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
-    if granularity not in GRANULARITIES:
-        raise UserError(f"unknown granularity {granularity!r}; choose 'block' or 'conv'")
-    return sum(BACKBONES[backbone]) * GRANULARITIES[granularity]
-
-
-@dataclass
-class Arch:
-    """One point of the search space: `codes[i]` indexes `candidates` for slot i."""
-
-    backbone: str
-    codes: list[int]
-    candidates: list[str] = field(default_factory=lambda: list(PAPER_OPS))
-    width: float = 1.0
-    input_size: int = 112
-    embedding_size: int = 512
-    granularity: str = "block"
-    provenance: dict = field(default_factory=dict)
-
-    def __post_init__(self):
-        self.codes = list(self.codes)
-        self.candidates = list(self.candidates)
-        self._validate()
-
-    def _validate(self) -> None:
-        expected = num_slots(self.backbone, self.granularity)
-        unknown = [c for c in self.candidates if c not in OPS]
-        if unknown or not self.candidates:
-            raise UserError(f"unknown operator(s) {unknown} in candidates; known: {', '.join(OPS)}")
-        if len(set(self.candidates)) != len(self.candidates):
-            raise UserError(f"candidates list repeats an operator: {self.candidates}")
-        if len(self.codes) != expected:
-            raise UserError(f"{self.backbone} with {self.granularity} granularity has {expected} slots, "
-                            f"got {len(self.codes)} codes")
-        bad = [c for c in self.codes if isinstance(c, bool) or not isinstance(c, int)
-               or not 0 <= c < len(self.candidates)]
-        if bad:
-            raise UserError(f"operator codes must be integers in 0..{len(self.candidates) - 1}; got {bad[:5]}")
-        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0):
-            raise UserError(f"width must be a positive number, got {self.width!r}")
-        for name in ("input_size", "embedding_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
-        if not isinstance(self.provenance, dict):
-            raise UserError("provenance must be a JSON object")
-
-    @property
-    def ops(self) -> list[str]:
-        return [self.candidates[c] for c in self.codes]
-
-    @property
-    def num_slots(self) -> int:
-        return len(self.codes)
-
-    @classmethod
-    def baseline(cls, backbone: str, **kw) -> "Arch":
-        """The hand-made network: every slot keeps its 3x3 conv."""
-        candidates = list(kw.pop("candidates", PAPER_OPS))
-        if "conv3x3" not in candidates:
-            raise UserError("the baseline needs 'conv3x3' among the candidates")
-        slots = num_slots(backbone, kw.get("granularity", "block"))
-        return cls(backbone, [candidates.index("conv3x3")] * slots, candidates, **kw)
-
-    def with_codes(self, codes: Sequence[int], provenance: dict | None = None) -> "Arch":
-        """Same space (backbone, size, candidates), other operators."""
-        return Arch(self.backbone, list(codes), self.candidates, self.width, self.input_size,
-                    self.embedding_size, self.granularity, dict(provenance or {}))
-
-    def to_dict(self) -> dict:
-        return {"backbone": self.backbone, "ops": self.ops, "codes": list(self.codes),
-                "candidates": list(self.candidates), "width": self.width, "input_size": self.input_size,
-                "embedding_size": self.embedding_size, "granularity": self.granularity,
-                "provenance": dict(self.provenance)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "Arch":
-        """Parse a dict from JSON or a checkpoint; `ops` alone, `codes` alone, or both (must agree)."""
-        if not isinstance(data, dict):
-            raise UserError("an architecture must be a JSON object")
-        extra = sorted(set(data) - set(FIELDS))
-        if extra:
-            raise UserError(f"unknown architecture field(s) {extra}; allowed: {', '.join(FIELDS)}")
-        if "backbone" not in data:
-            raise UserError("architecture has no 'backbone'")
-        candidates = data.get("candidates", list(PAPER_OPS))
-        if not isinstance(candidates, list) or not all(isinstance(c, str) for c in candidates):
-            raise UserError("'candidates' must be a list of operator names")
-        ops, codes = data.get("ops"), data.get("codes")
-        if ops is None and codes is None:
-            raise UserError("architecture needs 'ops' or 'codes'")
-        if ops is not None:
-            if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
-                raise UserError("'ops' must be a list of operator names")
-            missing = sorted({o for o in ops if o not in candidates})
-            if missing:
-                raise UserError(f"operator(s) {missing} are not among the candidates {candidates}")
-            from_ops = [candidates.index(o) for o in ops]
-            if codes is not None and list(codes) != from_ops:
-                raise UserError("'ops' and 'codes' disagree")
-            codes = from_ops
-        if not isinstance(codes, list):
-            raise UserError("'codes' must be a list of integers")
-        kw = {k: data[k] for k in ("width", "input_size", "embedding_size", "granularity", "provenance")
-              if k in data}
-        return cls(data["backbone"], codes, candidates, **kw)
-
-    @classmethod
-    def load(cls, path: str | Path) -> "Arch":
-        path = Path(path)
-        data = read_json(path, "architecture file")
-        try:
-            return cls.from_dict(data)
-        except UserError as exc:
-            raise UserError(f"{path}: {exc}") from None
-
-    def save(self, path: str | Path) -> None:
-        """Atomic write (replaces `path`; CLIs check --force before calling)."""
-        write_text_atomic(path, dumps(self.to_dict()))
-
-
-def dumps(data: dict) -> str:
-    """JSON with one line per field (the op and code lists stay readable on one line each)."""
-    fields = [f"  {json.dumps(key)}: " + json.dumps(value, indent=2).replace("\n", "\n  ")
-              if isinstance(value, dict) else f"  {json.dumps(key)}: {json.dumps(value)}"
-              for key, value in data.items()]
-    return "{\n" + ",\n".join(fields) + "\n}\n"
-
-
-def parse_codes(text: str) -> list[int]:
-    try:
-        return [int(part) for part in text.replace("[", "").replace("]", "").split(",") if part.strip()]
-    except ValueError:
-        raise UserError(f"--codes must be comma-separated integers, got {text!r}") from None
-
-
-def parse_ops(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
+from data_tools.cli import UserError, run_cli
+from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops
+from facenar.space.ops import PAPER_OPS
 
 
 def _space_options(parser: argparse.ArgumentParser) -> None:
@@ -213,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "stats":
-        from facenar.cost import arch_stats, format_stats
+        from facenar.space.cost import arch_stats, format_stats
 
         if args.file and args.codes:
             raise UserError("give either an architecture file or --codes, not both")
@@ -226,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stats = arch_stats(arch)
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
-    from facenar.latency import format_latency, measure_latency
+    from facenar.space.latency import format_latency, measure_latency
 
     if args.out:
         check_writable(args.out, args.force)

@@ -1,21 +1,97 @@
-"""Model checkpoints that carry their architecture, so verify/export need nothing but the file.
+"""Checkpoints: atomic save, safe load, every RNG state, and model files that carry their architecture.
 
-The arch is stored as a plain dict (not an Arch object) so the file loads with
-torch.load(weights_only=True): opening a checkpoint can never run code from it.
+Everything is tensors and plain values (the arch as a dict, not an Arch object) so files load with
+torch.load(weights_only=True): opening a checkpoint can never run code from it. Search and
+training save and restore through these functions, so a resume restores the same things in both.
 """
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import numpy as np
+import torch
+import torch.distributed as torch_dist
 from torch import nn
 
+from data_tools.atomic import atomic_path
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.backbone import IResNet, build_child
-from facenar.rundir import load_checkpoint, save_checkpoint
+from facenar.space.arch import Arch
+from facenar.space.iresnet import IResNet, build_child
+from facenar.dist import DistContext
 
 FORMAT = "facenar-checkpoint-v1"
 RESERVED = ("format", "arch", "model")
+
+
+def save_checkpoint(path: str | Path, payload: dict) -> None:
+    """torch.save through a temporary file, so a kill never leaves a truncated checkpoint."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
+    """Load a facenar checkpoint safely (weights_only: no arbitrary code from the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for corrupt or foreign files
+        raise UserError(f"{path} is not a readable facenar checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def capture_rng() -> dict:
+    """Every global RNG as tensors and plain values (loadable with weights_only=True)."""
+    version, mt_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    state = {
+        "python": [version, list(mt_state), gauss],
+        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    """Inverse of capture_rng (the state may have been mapped to a GPU by load_checkpoint)."""
+    state = to_cpu(state)
+    version, mt_state, gauss = state["python"]
+    random.setstate((version, tuple(mt_state), gauss))
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
+    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def gather_rng(ctx: DistContext) -> list:
+    """Every rank's RNG states in rank order (a resumed rank r continues stream r mod the old count)."""
+    state = capture_rng()
+    if not ctx.distributed:
+        return [state]
+    states = [None] * ctx.world_size
+    torch_dist.all_gather_object(states, state)
+    return states
+
+
+def to_cpu(obj):
+    """Tensors nested in dicts/lists moved to the CPU (RNG states must be CPU tensors)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [to_cpu(v) for v in obj]
+    return obj
 
 
 def unwrap(model: nn.Module) -> nn.Module:

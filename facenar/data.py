@@ -1,19 +1,22 @@
-"""Face images of an emore RecordIO folder as training tensors: decode, augment, normalise.
+"""Datasets and loaders: emore RecordIO images as tensors (decode, augment, normalise), the
+resumable data order (EpochSampler + SeededSamples), the one loader factory, and a search's proxy split.
 
 Augmentation draws its seed from Python's global `random`, which DataLoader seeds per worker and
-facenar.train_data.SeededSamples seeds per sample, so runs are repeatable for any worker count.
+SeededSamples seeds per sample, so runs are repeatable for any worker count. A stopped run resumed
+(on the same or another number of processes) sees exactly the samples an uninterrupted one would.
 """
 from __future__ import annotations
 
 import os
 import random
+from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, progress
 from data_tools.emore import EmoreDataset
 
 AUGMENTS = ("none", "flip", "strong")
@@ -51,18 +54,26 @@ def build_augment(kind: str):
     return A.Compose(steps)
 
 
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (any shape) -> float32 (x/255 - 0.5) / 0.5, the insightface normalisation."""
+    return (images.float() / 255.0 - 0.5) / 0.5
+
+
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> 3xHxW float32 (x/255 - 0.5) / 0.5, the insightface normalisation."""
-    tensor = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float()
-    return tensor.div_(255.0).sub_(0.5).div_(0.5)
+    """HxWx3 uint8 RGB -> the network's 3xHxW input."""
+    return normalize(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
 
 
 class RecordFaceDataset(Dataset):
-    """(image tensor, label) for every image of an emore folder; labels from its identity records."""
+    """(image tensor, label) for every image of an emore folder; labels from its identity records.
 
-    def __init__(self, folder, prefix: str = "train", augment: str = "flip",
+    `source` is the folder or an already-open EmoreDataset (its index and identity records are then
+    not parsed a second time).
+    """
+
+    def __init__(self, source, prefix: str = "train", augment: str = "flip",
                  input_size: int | tuple[int, int] | None = None):
-        self.records = EmoreDataset(folder, prefix)
+        self.records = source if isinstance(source, EmoreDataset) else EmoreDataset(source, prefix)
         self.keys = self.records.image_keys
         self.targets = self.records.image_labels()
         if input_size is None:
@@ -88,12 +99,134 @@ class RecordFaceDataset(Dataset):
         return to_tensor(image), int(self.targets[index])
 
 
-def seeded_loader(dataset: Dataset, batch_size: int, *, seed: int = 0, shuffle: bool = True,
-                  workers: int = 0, drop_last: bool = False) -> DataLoader:
-    """A DataLoader whose order and per-worker augmentation seeds follow `seed`.
+def open_train_data(folder: Path, input_size: int, augment: str) -> tuple[Dataset, int]:
+    """The training images and the class count, which must agree with the folder's `property`."""
+    records = EmoreDataset(folder)
+    present = sorted(set(records.labels))
+    if present and (present[0] < 0 or present[-1] >= records.num_classes or len(present) != records.num_classes):
+        raise UserError(f"{folder}/property says {records.num_classes} classes but train.rec has "
+                        f"{len(present)} labelled {present[0]}..{present[-1]}; fix property or rebuild the data")
+    return RecordFaceDataset(records, augment=augment, input_size=input_size), records.num_classes
 
-    With workers=0 augmentation draws from the caller's global `random` (seed that, or use
-    facenar.train_data.SeededSamples, for repeatable augmentation).
+
+class EpochSampler(Sampler[int]):
+    """DistributedSampler's order (seeded permutation per epoch, rank r takes every W-th index)
+    that can start `start` samples into the epoch.
+
+    Global batch k covers permutation positions [k*B, (k+1)*B) for any world size W, so the
+    samples already consumed are a prefix of the permutation: a run can resume mid-epoch, even on
+    a different number of processes.
     """
-    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, num_workers=workers,
-                      drop_last=drop_last, generator=torch.Generator().manual_seed(seed))
+
+    def __init__(self, size: int, rank: int, world_size: int, seed: int):
+        self.size, self.rank, self.world_size, self.seed = size, rank, world_size, seed
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def __iter__(self):
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        order = torch.randperm(self.size, generator=gen)[self.start:]
+        usable = len(order) - len(order) % self.world_size  # equal shares, so every rank steps alike
+        return iter(order[self.rank:usable:self.world_size].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.size - self.start) // self.world_size
+
+
+class SeededSamples(Dataset):
+    """dataset[i] with Python, NumPy and torch RNGs seeded from (seed, epoch, i) for the call.
+
+    Augmentation then depends on neither the number of DataLoader workers nor where a run was
+    resumed, and the global RNG streams (restored from checkpoints) are left untouched.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+        py_state, np_state = random.getstate(), np.random.get_state()
+        try:
+            with torch.random.fork_rng(devices=[]):
+                random.seed(sample_seed)
+                np.random.seed(sample_seed)
+                torch.manual_seed(sample_seed)
+                return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            np.random.set_state(np_state)
+
+
+def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, shuffle: bool = False,
+                seed: int | None = None, workers: int = 0, drop_last: bool = False, pin_memory: bool = False
+                ) -> DataLoader:
+    """The one DataLoader recipe: its own generator (seeded by `seed`) fixes the shuffle order and the
+    workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG."""
+    generator = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
+                      drop_last=drop_last, pin_memory=pin_memory, generator=generator)
+
+
+class ProxyData:
+    """A proxy split folder (train.rec/idx + val.rec/idx + property), validated on open."""
+
+    def __init__(self, folder: str | Path, input_size: int, augment: str = "flip"):
+        self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise UserError(f"--data {self.folder} does not exist; give a proxy split folder "
+                            "(python -m facenar.prepare_proxy builds one)")
+        for prefix in ("train", "val"):
+            missing = [f"{prefix}.{ext}" for ext in ("rec", "idx") if not (self.folder / f"{prefix}.{ext}").is_file()]
+            if missing:
+                raise UserError(f"{self.folder} is not a proxy split: {', '.join(missing)} missing; "
+                                "build one with python -m facenar.prepare_proxy")
+        self.train, self.num_classes = open_train_data(self.folder, input_size, augment)
+        self.val_records = EmoreDataset(self.folder, prefix="val")  # parsed once, decoded on first use
+        val = self.val_records
+        bad = sorted({label for label in val.labels if not 0 <= label < self.num_classes})
+        if bad:
+            raise UserError(f"{self.folder}/val.rec has label {bad[0]} outside 0..{self.num_classes - 1} "
+                            f"(the train split's identities); not a proxy split of one dataset")
+        self.input_size = input_size
+        self._val: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def train_loader(self, batch_size: int, seed: int, epoch: int, ctx, workers: int, pin: bool):
+        """This epoch's minibatches: order and augmentation fixed by (seed, epoch), not global RNG."""
+        samples = SeededSamples(self.train, seed)
+        samples.epoch = epoch
+        sampler = EpochSampler(len(self.train), ctx.rank, ctx.world_size, seed)
+        sampler.set_epoch(epoch)
+        loader = make_loader(samples, batch_size, sampler=sampler, workers=workers, drop_last=True, pin_memory=pin)
+        if len(loader) == 0:
+            raise UserError(f"{self.folder}/train.rec has {len(self.train)} images, fewer than one batch of "
+                            f"{batch_size} per process; lower --batch-size")
+        return loader
+
+    def val_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """All val images (uint8 NCHW) and labels on `device`, decoded on first use."""
+        if self._val is None:
+            dataset = RecordFaceDataset(self.val_records, augment="none", input_size=self.input_size)
+            images, labels = [], []
+            for i in progress(range(len(dataset)), total=len(dataset), desc="decode proxy-val"):
+                image, label = dataset[i]
+                images.append(((image * 0.5 + 0.5) * 255).round().to(torch.uint8))  # exact inverse
+                labels.append(label)
+            self._val = (torch.stack(images).to(device), torch.tensor(labels, device=device))
+        return self._val
+
+    @staticmethod
+    def to_input(images: torch.Tensor) -> torch.Tensor:
+        return normalize(images)
+
+    def describe(self) -> str:
+        return f"proxy {self.folder}: {len(self.train)} train images, {self.num_classes} identities"
+
+    def val_batch(self, size: int, generator: torch.Generator, device: torch.device):
+        images, labels = self.val_set(device)
+        index = torch.randperm(len(labels), generator=generator)[:size].to(device)
+        return images[index], labels[index]

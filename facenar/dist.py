@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
+from data_tools.cli import UserError
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -24,12 +26,29 @@ class DistContext:
         return self.world_size > 1
 
 
-def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+def resolve_device(requested: str) -> str:
+    """`auto` -> cuda when available, else cpu; the one check that an explicit cuda can be had."""
     if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {requested}: no CUDA device is available here; use --device cpu")
+    if requested != "cpu" and not requested.startswith("cuda"):
+        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
+    return requested
+
+
+def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:
+    requested = resolve_device(requested)
     if requested == "cuda":
         return torch.device("cuda", local_rank)
     return torch.device(requested)
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """--amp auto|bf16|fp16|off -> the CUDA autocast dtype (None: full precision; always on a CPU)."""
+    if device.type != "cuda" or amp == "off":
+        return None
+    return torch.float16 if amp == "fp16" else torch.bfloat16
 
 
 def init_distributed(device: str = "auto") -> DistContext:

@@ -1,27 +1,24 @@
-"""One run directory per job: resolved config, log, metrics CSV, atomic checkpoints, RNG states.
+"""One run directory per job: resolved config, log, metrics CSV mirrored to TensorBoard.
 
 Search and train share this so that `--resume RUN_DIR` means the same thing everywhere: the
-stored config must match, the last checkpoint is restored with every RNG, and the metrics CSV
-is cut back to the checkpoint so the resumed record equals an uninterrupted one.
+stored config must match, and the metrics CSV is cut back to the checkpoint (facenar.checkpoint)
+so the resumed record equals an uninterrupted one.
 """
 from __future__ import annotations
 
 import csv
 import json
-import random
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
-
-import numpy as np
-import torch
 
 from data_tools.atomic import atomic_path, check_writable, write_text_atomic
 from data_tools.cli import UserError, read_json
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
+TENSORBOARD_DIR = "tensorboard"
 
 
 class RunDir:
@@ -40,10 +37,12 @@ class RunDir:
         return run
 
     @classmethod
-    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = ()) -> "RunDir":
-        """Open an existing run; its stored config must equal `config` except for `ignore` keys."""
+    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = (), upgrade=None) -> "RunDir":
+        """Open an existing run; its stored config (under today's names: `upgrade`) must equal `config`
+        except for `ignore` keys."""
         run = cls(path)
         stored = read_run_config(run.path)
+        stored = upgrade(stored) if upgrade else stored
         skip = set(ignore)
         differ = sorted(k for k in set(stored) | set(config)
                         if k not in skip and stored.get(k) != config.get(k))
@@ -73,10 +72,16 @@ def read_run_config(path: str | Path) -> dict:
 
 
 class MetricsCSV:
-    """Append-only metrics table with a fixed header; `truncate_after` cuts rows back for a resume."""
+    """Append-only metrics table with a fixed header; `truncate_after` cuts rows back for a resume.
 
-    def __init__(self, path: str | Path, columns: list[str], key: str):
+    With `tensorboard` (a tag prefix), every numeric value of a row is also written as a scalar at
+    step row[key] into RUN_DIR/tensorboard, the event files arcface_torch users open: the same
+    numbers as the CSV, from one place, for search and training alike.
+    """
+
+    def __init__(self, path: str | Path, columns: list[str], key: str, tensorboard: str | None = None):
         self.path, self.columns, self.key = Path(path), list(columns), key
+        self.tag, self._tb = tensorboard, None
 
     def append(self, row: dict) -> None:
         new = not self.path.exists()
@@ -85,6 +90,23 @@ class MetricsCSV:
             if new:
                 writer.writeheader()
             writer.writerow({c: _fmt(row.get(c, "")) for c in self.columns})
+        if self.tag is not None:
+            self._scalars(row)
+
+    def _scalars(self, row: dict) -> None:
+        if self._tb is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._tb = SummaryWriter(str(self.path.parent / TENSORBOARD_DIR))
+        for name, value in row.items():
+            if name != self.key and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self._tb.add_scalar(self.tag + name, value, row[self.key])
+        self._tb.flush()
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+            self._tb = None
 
     def truncate_after(self, last_kept: float) -> None:
         """Drop rows whose `key` column is greater than `last_kept` (rows written after the checkpoint)."""
@@ -108,50 +130,3 @@ def _fmt(value):
     if isinstance(value, float):
         return repr(value)
     return value
-
-
-def save_checkpoint(path: str | Path, payload: dict) -> None:
-    """torch.save through a temporary file, so a kill never leaves a truncated checkpoint."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
-def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Load a facenar checkpoint safely (weights_only: no arbitrary code from the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
-    try:
-        return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise UserError(f"{path} is not a readable facenar checkpoint ({type(exc).__name__}: {exc})") from None
-
-
-def capture_rng() -> dict:
-    """Every global RNG as tensors and plain values (loadable with weights_only=True)."""
-    version, mt_state, gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
-    state = {
-        "python": [version, list(mt_state), gauss],
-        "numpy": [np_name, torch.from_numpy(np_keys.astype(np.int64)), int(np_pos), int(np_has_gauss), float(np_gauss)],
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    version, mt_state, gauss = state["python"]
-    random.setstate((version, tuple(mt_state), gauss))
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = state["numpy"]
-    np.random.set_state((np_name, np_keys.numpy().astype(np.uint32), np_pos, np_has_gauss, np_gauss))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)

@@ -6,7 +6,7 @@ import pytest
 
 from data_tools.cli import UserError, run_cli
 from facenar import arch as arch_cli
-from facenar.arch import Arch, num_slots
+from facenar.space.arch import Arch, num_slots
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 OURS2 = [0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 2, 2, 1, 0, 1, 0]

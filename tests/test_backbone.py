@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from facenar.arch import Arch, num_slots
-from facenar.backbone import block_specs, build_child, conv_sites, scale_channels
+from facenar.space.arch import Arch, num_slots
+from facenar.space.iresnet import block_specs, build_child, conv_sites, scale_channels
 
 
 @pytest.mark.parametrize("backbone,blocks", [("iresnet18", 8), ("iresnet34", 16), ("iresnet50", 24),

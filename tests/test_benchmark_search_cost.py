@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from benchmarks import search_cost
-from facenar.search_config import SearchConfig
+from facenar.search.config import SearchConfig
 
 
 class Worker:

@@ -3,10 +3,10 @@ import pytest
 import torch
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.backbone import build_child
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child
 from facenar.checkpoint import load_model, save_model
-from facenar.rundir import save_checkpoint
+from facenar.checkpoint import save_checkpoint
 
 ARCH = Arch("iresnet18", [0, 1, 2, 3, 0, 1, 2, 3], width=0.125, input_size=32, embedding_size=16,
             provenance={"run": "test"})

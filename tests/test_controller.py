@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from facenar.controller import Controller, Reinforce, reinforce
+from facenar.search.controller import Controller, Reinforce, reinforce
 
 SLOTS, OPS = 24, 4
 

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from facenar import arch as arch_cli
-from facenar.arch import Arch
-from facenar.cost import count_cost, op_cost
+from facenar.space.arch import Arch
+from facenar.space.cost import count_cost, op_cost
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 PAPER = {  # Table 2: parameter number, FLOPS (= multiply-adds)

@@ -11,7 +11,7 @@ import torch
 
 from data_tools.cli import UserError
 from data_tools.emore import write_emore, write_property
-from facenar.data import RecordFaceDataset, decode_image, seeded_loader
+from facenar.data import RecordFaceDataset, decode_image, make_loader
 from tests.jpeg_data import write_jpeg_emore
 
 
@@ -93,13 +93,13 @@ def test_undecodable_record_names_the_key(tmp_path):
         RecordFaceDataset(tmp_path)[0]
 
 
-def test_seeded_loader_with_two_workers_is_repeatable(tmp_path):
+def test_make_loader_with_two_workers_is_repeatable(tmp_path):
     write_jpeg_emore(tmp_path, [4, 4, 4], (16, 16))
     ds = RecordFaceDataset(tmp_path, augment="strong")
     assert len(pickle.loads(pickle.dumps(ds))) == 12
 
     def epoch(seed):
-        return [(x, y) for x, y in seeded_loader(ds, 4, seed=seed, workers=2)]
+        return [(x, y) for x, y in make_loader(ds, 4, shuffle=True, seed=seed, workers=2)]
 
     first, again, other = epoch(5), epoch(5), epoch(6)
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(first, again))
@@ -117,3 +117,21 @@ def test_proxy_of_the_demo_data_loads_as_training_tensors(tiny_demo, tmp_path):
     assert image.shape == (3, 112, 112) and image.std() > 0.05  # real drawn faces, not blank
     small = RecordFaceDataset(tmp_path / "proxy", augment="flip", input_size=56)
     assert len(small) == 40 and small[39][0].shape == (3, 56, 56)
+
+
+def test_proxy_split_parses_each_split_once_and_normalises_like_the_dataset(tiny_demo, tmp_path, monkeypatch):
+    from data_tools import emore
+    from data_tools.proxy import build_proxy
+    from facenar.data import ProxyData, normalize
+
+    build_proxy(tiny_demo, tmp_path / "proxy", num_ids=5, per_id=10, val_per_id=2, seed=0)
+    opened = []
+    real_init = emore.EmoreDataset.__init__
+    monkeypatch.setattr(emore.EmoreDataset, "__init__",
+                        lambda self, folder, prefix="train": opened.append(prefix) or real_init(self, folder, prefix))
+    data = ProxyData(tmp_path / "proxy", input_size=32, augment="none")
+    images, labels = data.val_set(torch.device("cpu"))
+    assert sorted(opened) == ["train", "val"]  # one parse per split, also after decoding proxy-val
+    plain = RecordFaceDataset(tmp_path / "proxy", prefix="val", augment="none", input_size=32)
+    assert torch.equal(data.to_input(images[3:4])[0], plain[3][0]) and int(labels[3]) == plain[3][1]
+    assert torch.equal(normalize(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))

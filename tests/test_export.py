@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.backbone import build_child
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child
 from facenar.checkpoint import save_model
 from facenar.export import INPUT_NAME, graph_opset, main
 

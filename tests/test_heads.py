@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from facenar.heads import CosineClassifier, MarginSoftmax
+from facenar.tasks.heads import CosineClassifier, MarginSoftmax
 
 
 def test_cosine_classifier_is_scale_free():

@@ -5,8 +5,8 @@ import pytest
 
 from data_tools.cli import UserError
 from facenar import arch as arch_cli
-from facenar.arch import Arch
-from facenar.latency import latency_cost, load_latency_table, measure_latency
+from facenar.space.arch import Arch
+from facenar.space.latency import latency_cost, load_latency_table, measure_latency
 
 SMALL = dict(width=0.125, input_size=16, embedding_size=8, repeats=2, warmup=1)
 

@@ -11,8 +11,8 @@ from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
 from data_tools.cli import UserError
-from facenar import metrics
-from facenar.metrics_reference import reference_evaluate
+from facenar.verify import metrics
+from facenar.verify.metrics_reference import reference_evaluate
 
 KEYS = ("accuracy", "std", "threshold", "val", "val_std", "far", "auc", "pairs")
 

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from facenar.ops import OPS, PAPER_OPS, build_op
+from facenar.space.ops import OPS, PAPER_OPS, build_op
 
 
 def test_paper_ops_are_the_first_four_codes():

@@ -10,9 +10,9 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
-from facenar.heads import CosineClassifier, MarginSoftmax
-from facenar.partial_fc import PartialFC, _ShardedCrossEntropy, init_centres, shard_range
-from facenar.train_config import MARGINS
+from facenar.tasks.heads import CosineClassifier, MarginSoftmax
+from facenar.tasks.partial_fc import PartialFC, _ShardedCrossEntropy, init_centres, shard_range
+from facenar.train.config import MARGINS
 
 DIM, CLASSES, SEED = 8, 11, 3
 
@@ -99,8 +99,8 @@ def _batch():
 
 def _step_worker(rank: int, world: int, folder: str) -> None:
     from facenar.dist import init_distributed
-    from facenar.train_config import TrainConfig
-    from facenar.trainer import Engine
+    from facenar.train.config import TrainConfig
+    from facenar.train.engine import Engine
 
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)

@@ -13,8 +13,8 @@ import torch
 from scipy.stats import chisquare
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.search import main
+from facenar.space.arch import Arch
+from facenar.search.cli import main
 
 TINY = ["--backbone", "iresnet18", "--width", "0.125", "--input-size", "32", "--embedding-size", "32",
         "--epochs", "3", "--pretrain-epochs", "1", "--t0", "1", "--batch-size", "24", "--steps-per-epoch", "4",
@@ -86,13 +86,13 @@ def test_resume_after_stop_equals_uninterrupted(full_run, tiny_proxy, tmp_path):
 
 def _engine(tiny_proxy, tmp_path, **overrides):
     from facenar.dist import DistContext
-    from facenar.nar import NarSearch
+    from facenar.search.engine import NarSearch
     from facenar.rundir import RunDir
-    from facenar.search_config import SearchConfig
+    from facenar.search.config import SearchConfig
 
     values = dict(data=str(tiny_proxy), backbone="iresnet18", width=0.125, input_size=32, embedding_size=32,
                   epochs=3, pretrain_epochs=1, t0=1, batch_size=24, steps_per_epoch=3, controller_steps=2,
-                  controller_samples=3, val_batch=24, margin_s=16.0, margin_m=0.1)
+                  controller_samples=3, val_batch=24, scale=16.0, m2=0.1)
     cfg = SearchConfig(**{**values, **overrides}).validate()
     run = RunDir.create(tmp_path / "engine", cfg.to_dict())
     return NarSearch(cfg, run, DistContext(0, 1, 0, torch.device("cpu")))
@@ -118,8 +118,8 @@ def test_pretrain_freezes_controller_and_samples_uniformly(tiny_proxy, tmp_path)
 
 
 def test_cost_model_and_cost_aware_reward(tiny_proxy, tmp_path):
-    from facenar.cost import count_cost
-    from facenar.search_data import macs_model
+    from facenar.space.cost import count_cost
+    from facenar.search.reward import macs_model
 
     engine = _engine(tiny_proxy, tmp_path, target_macs=1.0e6, cost_weight=-0.5)
     macs = macs_model(engine.space)

@@ -1,8 +1,8 @@
 """The search record: CSV rows cut back for a resume, plots drawn from the CSVs, the final table."""
 from __future__ import annotations
 
-from facenar.arch import Arch
-from facenar.search_record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.space.arch import Arch
+from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
 
 OPS = ["conv3x3", "dwconv3x3", "max3x3", "avg3x3"]
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.supernet import Supernet, child_from_supernet
+from facenar.space.arch import Arch
+from facenar.space.supernet import Supernet, child_from_supernet
 
 SPACE = dict(width=0.125, input_size=32, embedding_size=16)
 
@@ -27,7 +27,7 @@ def test_child_equals_supernet(granularity, codes, train):
     supernet = Supernet("iresnet18", granularity=granularity, **SPACE)
     _randomise(supernet)
     supernet.train(train)
-    child = child_from_supernet(supernet, supernet.make_arch(codes))
+    child = child_from_supernet(supernet, Arch.baseline("iresnet18", granularity=granularity, **SPACE).with_codes(codes))
     assert child.training == train
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -42,7 +42,7 @@ def test_child_equals_supernet(granularity, codes, train):
 def test_child_inherits_weights_and_owns_them():
     supernet = Supernet("iresnet18", **SPACE)
     codes = [0, 1, 2, 3, 0, 0, 0, 0]
-    child = child_from_supernet(supernet, supernet.make_arch(codes))
+    child = child_from_supernet(supernet, Arch.baseline("iresnet18", **SPACE).with_codes(codes))
     assert torch.equal(child.layer1[1].conv1[0].weight, supernet.layer1[1].conv1.candidates[1][0].weight)
     assert torch.equal(child.layer2[0].conv2[1].weight, supernet.layer2[0].conv2.candidates[2][1].weight)
     assert torch.equal(child.fc.weight, supernet.fc.weight)

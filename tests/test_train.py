@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from data_tools.cli import UserError
-from facenar.rundir import load_checkpoint
-from facenar.train import main
-from facenar.train_data import EpochSampler, SeededSamples
-from facenar.train_config import resolve_config
-from facenar.trainer import Engine
+from facenar.checkpoint import load_checkpoint
+from facenar.train.cli import main
+from facenar.data import EpochSampler, SeededSamples
+from facenar.train.config import resolve_config
+from facenar.train.engine import Engine
 
 REPO = Path(__file__).resolve().parents[1]
 # 288 images / 48 per step = 6 steps per epoch on the tiny_demo fixture

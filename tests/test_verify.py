@@ -14,13 +14,13 @@ import torch
 
 from data_tools.binfile import load_bin, save_bin
 from data_tools.cli import run_cli
-from facenar import verify
-from facenar.arch import Arch
-from facenar.backbone import build_child
+from facenar.verify import benches as bench_lib, cli as verify_cli
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child
 from facenar.checkpoint import save_model
-from facenar.embed import decode_images
-from facenar.metrics import evaluate_distances
-from facenar.metrics_reference import reference_evaluate
+from facenar.verify.embed import decode_images
+from facenar.verify.metrics import evaluate_distances
+from facenar.verify.metrics_reference import reference_evaluate
 
 KEYS = {"accuracy", "std", "threshold", "val", "val_std", "far", "xnorm", "auc", "pairs"}
 BENCHES = ("lfw", "cfp_fp", "agedb_30")
@@ -55,7 +55,7 @@ def oracle_embeddings(model, bin_path, flip=True):
 
 def run_exit(argv, capsys) -> tuple[int, str, str]:
     with pytest.raises(SystemExit) as exc:
-        run_cli(verify.main, argv)
+        run_cli(verify_cli.main, argv)
     out, err = capsys.readouterr()
     return exc.value.code, out, err
 
@@ -105,12 +105,12 @@ def test_verify_model_is_batch_independent_and_restores_train_mode(tiny_demo):
     model.train()
     stats = model.bn1.running_mean.clone()
     benches = {"lfw": tiny_demo / "lfw.bin"}
-    small = verify.verify_model(model, benches, batch_size=7)["lfw"]
-    large = verify.verify_model(model, benches, batch_size=256)["lfw"]
+    small = bench_lib.verify_model(model, benches, batch_size=7)["lfw"]
+    large = bench_lib.verify_model(model, benches, batch_size=256)["lfw"]
     assert model.training and torch.equal(model.bn1.running_mean, stats)
     for key in KEYS:
         assert small[key] == pytest.approx(large[key], rel=1e-6, abs=1e-9)
-    plain = verify.verify_model(model, benches, flip=False)["lfw"]
+    plain = bench_lib.verify_model(model, benches, flip=False)["lfw"]
     model.eval()
     emb, issame, xnorm = oracle_embeddings(model, tiny_demo / "lfw.bin", flip=False)
     assert plain["xnorm"] == pytest.approx(xnorm, rel=1e-5)
@@ -171,7 +171,7 @@ def test_other_image_sizes_are_resized_with_a_warning(tiny_demo, tmp_path):
     save_bin(path, big, issame)
     _, model = tiny_model()
     with pytest.warns(UserWarning, match="resized"):
-        got = verify.verify_model(model, {"big": path})["big"]
+        got = bench_lib.verify_model(model, {"big": path})["big"]
     assert got["pairs"] == len(issame)
 
 
@@ -217,7 +217,7 @@ def test_default_model_is_the_newest_trained_checkpoint(tiny_demo, checkpoint, t
         target = tmp_path / "runs" / run / name
         target.write_bytes(checkpoint.read_bytes())
         os.utime(target, (stamp, stamp))
-    assert verify.find_default_model() == tmp_path / "runs" / "b" / "best.pt"
+    assert bench_lib.find_default_model() == tmp_path / "runs" / "b" / "best.pt"
     code, stdout, err = run_exit(["--data", str(tiny_demo), "--bench", "lfw"], capsys)
     assert code == 0 and str(tmp_path / "runs" / "b" / "best.pt") in err and "lfw" in stdout
 
@@ -226,7 +226,7 @@ def test_nan_metrics_serialise_as_null(tmp_path):
     nan = float("nan")
     row = {"accuracy": 1.0, "std": 0.0, "threshold": 1.0, "val": nan, "val_std": nan, "far": nan,
            "xnorm": 3.0, "auc": nan, "pairs": 10}
-    verify.write_json(tmp_path / "m.json", {"x": row})
+    verify_cli.write_json(tmp_path / "m.json", {"x": row})
     text = (tmp_path / "m.json").read_text()
     assert "NaN" not in text and json.loads(text)["x"]["auc"] is None
     assert math.isnan(row["auc"])          # the caller's dict is left alone

@@ -12,8 +12,8 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from facenar.arch import BACKBONES, GRANULARITIES, Arch
-from facenar.ops import build_op
+from facenar.space.arch import BACKBONES, GRANULARITIES, Arch
+from facenar.space.ops import build_op
 
 BN_EPS = 1e-5
 STAGE_WIDTHS = (64, 128, 256, 512)

@@ -1,17 +1,17 @@
-"""The search's settings: defaults (the paper's), presets, validation, and --resume merging.
+"""The search's settings: defaults (the paper's), its preset table, validation.
 
-A config is the identity of a search run: it is stored as config.json and a resume must match it.
+Layering and --resume merging are facenar.config's, shared with training; a config is stored as
+the run's config.json and a resume must match it except for RESUMABLE keys.
 """
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from data_tools.cli import UserError
-from facenar.arch import BACKBONES, GRANULARITIES
-from facenar.ops import OPS, PAPER_OPS
-from facenar.rundir import read_run_config
+from facenar.config import RunConfig
+from facenar.space.arch import BACKBONES, GRANULARITIES
+from facenar.space.ops import OPS, PAPER_OPS
 
 # Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
 # A net this small does not learn 200 identities with ArcFace s=64, m=0.5 in 360 steps (measured:
@@ -20,16 +20,21 @@ from facenar.rundir import read_run_config
 PRESETS: dict[str, dict] = {
     "paper": {},
     "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
-                 pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, margin_s=16.0,
-                 margin_m=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
+                 pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, scale=16.0,
+                 m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
                  derive_samples=20, random_samples=20),
 }
 
 
 @dataclass
-class SearchConfig:
-    """Every setting that changes a search's result (stored as config.json; resume must match it)."""
+class SearchConfig(RunConfig):
+    """Every setting of a search (stored as config.json; a resume must match it except RESUMABLE)."""
 
+    PRESETS = PRESETS
+    RESUMABLE = ("data", "device", "workers")
+    OLD_NAMES = {"lr_max": "lr", "margin_s": "scale", "margin_m": "m2"}
+
+    task: str = "face"
     data: str = ""
     backbone: str = "iresnet50"
     width: float = 1.0
@@ -41,15 +46,15 @@ class SearchConfig:
     pretrain_epochs: int = 10
     t0: float = 10
     t_mult: float = 2
-    lr_max: float = 0.1
+    lr: float = 0.1                      # SGDR peak
     lr_min: float = 1e-4
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
     steps_per_epoch: int = 0  # 0 = one full pass over the proxy train split
     augment: str = "flip"
-    margin_s: float = 64.0
-    margin_m: float = 0.5
+    scale: float = 64.0                  # ArcFace logit scale s
+    m2: float = 0.5                      # ArcFace angular margin
     controller_steps: int = 50
     controller_samples: int = 20
     controller_lr: float = 1e-3
@@ -58,7 +63,7 @@ class SearchConfig:
     tanh_constant: float = 1.5
     temperature: float | None = None
     val_batch: int = 128
-    reward_bn: str = "batch"  # see facenar.search_data.RewardModel.accuracy
+    reward_bn: str = "batch"  # see facenar.search.reward.RewardModel.accuracy
     derive_samples: int = 100
     random_samples: int = 20
     cost: str = "macs"
@@ -68,12 +73,11 @@ class SearchConfig:
     cost_weight: float = -0.5
     amp: str = "auto"
     seed: int = 0
+    device: str = "auto"
+    workers: int | None = None           # None: 0 on CPU, 4 on CUDA
     preset: str | None = None
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def validate(self) -> "SearchConfig":
+    def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
         unknown = [name for name in self.ops if name not in OPS]
         if unknown:
@@ -83,10 +87,10 @@ class SearchConfig:
         if self.backbone not in BACKBONES or self.granularity not in GRANULARITIES:
             raise UserError(f"unknown backbone {self.backbone!r} or granularity {self.granularity!r}")
         positive = ("width", "input_size", "embedding_size", "epochs", "batch_size", "controller_steps",
-                    "controller_samples", "val_batch", "t0", "t_mult", "lr_max", "margin_s")
+                    "controller_samples", "val_batch", "t0", "t_mult", "lr", "scale")
         bad = [name for name in positive if not getattr(self, name) > 0]
         bad += [name for name in ("pretrain_epochs", "steps_per_epoch", "derive_samples", "random_samples",
-                                  "lr_min", "weight_decay", "margin_m") if getattr(self, name) < 0]
+                                  "lr_min", "weight_decay", "m2") if getattr(self, name) < 0]
         if bad:
             raise UserError(f"--{bad[0].replace('_', '-')} must be {'positive' if bad[0] in positive else '>= 0'}, "
                             f"got {getattr(self, bad[0])}")
@@ -100,32 +104,30 @@ class SearchConfig:
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
         if self.cost == "macs" and (self.target_latency or self.latency_table):
             raise UserError("--target-latency / --latency-table need --cost latency")
-        return self
+        if self.workers is not None and self.workers < 0:
+            raise UserError(f"--workers must be >= 0, got {self.workers}")
 
 
 def search_space(cfg: SearchConfig):
     """The Arch template of this search (codes all 0): backbone, size and candidates."""
-    from facenar.arch import Arch, num_slots
+    from facenar.space.arch import Arch, num_slots
 
     return Arch(cfg.backbone, [0] * num_slots(cfg.backbone, cfg.granularity), cfg.ops, cfg.width,
                 cfg.input_size, cfg.embedding_size, cfg.granularity)
 
 
 def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
-    """Defaults <- preset <- explicit options; on --resume, the stored config <- explicit options."""
+    """RunConfig.resolve, plus the search's own rule: without --data, the demo proxy and demo preset."""
     if explicit.get("data"):
         explicit = {**explicit, "data": str(Path(explicit["data"]).resolve())}
+    preset = explicit.pop("preset", None)
     if resume:
-        base = read_run_config(resume)
-        if set(base) - {f.name for f in dataclasses.fields(SearchConfig)}:
-            raise UserError(f"--resume {resume}: its config.json is not a search configuration")
-        return SearchConfig(**{**base, **explicit}).validate()
-    if explicit.get("preset") not in (None, *PRESETS):
-        raise UserError(f"unknown preset {explicit['preset']!r}; choose {', '.join(PRESETS)}")
-    preset = explicit.get("preset") or ("paper" if explicit.get("data") else "demo")
-    values = {**PRESETS[preset], **explicit, "preset": preset}
-    if not values.get("data"):
+        from facenar.rundir import read_run_config
+
+        return SearchConfig.resolve(explicit, preset, read_run_config(resume), where=resume)
+    preset = preset or ("paper" if explicit.get("data") else "demo")
+    if not explicit.get("data"):
         from data_tools.proxy import ensure_demo_proxy
 
-        values["data"] = str(Path(ensure_demo_proxy()).resolve())
-    return SearchConfig(**values).validate()
+        explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
+    return SearchConfig.resolve(explicit, preset)

@@ -53,17 +53,6 @@ def decode_images(blobs: Sequence[bytes], size: int, where: str = "images",
     return out
 
 
-def resolve_device(device: str) -> str:
-    """`auto` -> cuda when available, else cpu; an explicit cuda without CUDA is a user error."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device} requested but this PyTorch has no usable CUDA; use --device cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"unknown device {device!r}; use auto, cpu or cuda")
-    return device
-
-
 class TorchEmbedder:
     """A PyTorch face network; runs in eval mode under inference_mode on `device`."""
 

@@ -22,9 +22,9 @@ import torch
 from torch import nn
 
 from data_tools.cli import UserError, read_json
-from facenar.arch import Arch
-from facenar.backbone import build_child, conv_sites
-from facenar.ops import PAPER_OPS, build_op
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child, conv_sites
+from facenar.space.ops import PAPER_OPS, build_op
 
 BACKENDS = ("torch", "onnxruntime")
 

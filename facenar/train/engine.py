@@ -1,47 +1,43 @@
-"""Training engine for a fixed architecture: ArcFace-style margin softmax, Partial FC, DDP, resume.
+"""Training engine for a fixed architecture: the task's head and loss, DDP, AMP, resume.
 
-One process or many (torchrun): the backbone is wrapped in DDP, the class centres are sharded
-by Partial FC, the data order is a seeded permutation per epoch split like DistributedSampler's.
-Everything a resumed run needs (weights, full centre matrix, optimizer, scaler, position in the
-epoch, every RNG) is in RUN_DIR/last.pt, so a stop or a kill costs only the steps after it.
+One process or many (torchrun): the backbone is wrapped in DDP, the head (face: Partial FC with
+sharded class centres) comes from the task with its own checkpoint state, the data order is a
+seeded permutation per epoch split like DistributedSampler's. Everything a resumed run needs
+(weights, head, optimizer, scaler, position in the epoch, every RNG) is in RUN_DIR/last.pt, so a
+stop or a kill costs only the steps after it; the task's evaluation picks best.pt.
 """
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import torch
-import torch.distributed as torch_dist
 from torch.utils.data import DataLoader
 
 from data_tools.cli import UserError, progress
-from data_tools.demo import ensure_demo
-from facenar.backbone import build_child
-from facenar.checkpoint import save_model
-from facenar.dist import DistContext, barrier, broadcast_object, init_distributed, shutdown
-from facenar.partial_fc import PartialFC, gather_rows
-from facenar.rundir import (MetricsCSV, RunDir, capture_rng, load_checkpoint, read_run_config, restore_rng,
-                            seed_everything)
+from facenar.space.iresnet import build_child
+from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, save_model, seed_everything
+from facenar.config import format_differences
+from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
+from facenar.rundir import MetricsCSV, RunDir, read_run_config
 from facenar.schedule import set_lr
-from facenar.train_config import RESUMABLE, TrainConfig, lr_at, resolve_arch
-from facenar.train_data import EpochSampler, SeededSamples, make_loader, open_train_data
-from facenar.verify import verify_model
+from facenar.tasks import get_task
+from facenar.train.config import TrainConfig, lr_at, resolve_arch
+from facenar.data import EpochSampler, SeededSamples, make_loader
 
 LAST, BEST = "last.pt", "best.pt"
 
 
 class Engine:
-    """One optimisation step of backbone + Partial FC, and their checkpointable state.
+    """One optimisation step of backbone + task head, and their checkpointable state.
 
-    Two SGD optimizers: the backbone's state is identical on every rank, the centres' (weights
-    and momentum) is sharded and travels through checkpoints as one full matrix.
+    Two SGD optimizers: the backbone's state is identical on every rank; the head's may be sharded
+    (Partial FC), so the head itself says what of it goes into a checkpoint.
     """
 
-    def __init__(self, backbone: torch.nn.Module, head: PartialFC, cfg: TrainConfig, ctx: DistContext):
+    def __init__(self, backbone: torch.nn.Module, head: torch.nn.Module, cfg: TrainConfig, ctx: DistContext):
         self.ctx, self.head, self.module = ctx, head, backbone
         self.backbone = backbone
         if ctx.distributed:
@@ -49,9 +45,9 @@ class Engine:
             self.backbone = torch.nn.parallel.DistributedDataParallel(backbone, device_ids=ids)
         sgd = dict(lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
         self.opt_backbone = torch.optim.SGD(backbone.parameters(), **sgd)
-        self.opt_head = torch.optim.SGD([head.weight], **sgd)
-        self.amp = cfg.fp16 and ctx.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp)
+        self.opt_head = torch.optim.SGD(head.parameters(), **sgd)
+        self.amp_dtype = amp_dtype(cfg.amp, ctx.device)
+        self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.grad_clip = cfg.grad_clip
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
@@ -61,7 +57,7 @@ class Engine:
         set_lr(self.opt_backbone, lr)
         set_lr(self.opt_head, lr)
         self.backbone.train()
-        with torch.autocast(dev.type, dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             embeddings = self.backbone(images)
         loss = self.head(embeddings.float(), labels)
         value = loss.item()
@@ -79,32 +75,23 @@ class Engine:
         return value
 
     def state(self) -> dict | None:
-        """Collective: optimizer/scaler state and the full centre matrix (+ momentum) on rank 0."""
-        head = self.head
-        weight = head.full_weight()
-        buf = self.opt_head.state.get(head.weight, {}).get("momentum_buffer")
-        momentum = None if buf is None else gather_rows(buf, head.num_classes, head.rank, head.world_size)
+        """Collective: optimizer/scaler state and the head's checkpoint state, on rank 0."""
+        head = self.head.checkpoint_state(self.opt_head)
         if not self.ctx.is_main:
             return None
-        return {"head": weight, "head_momentum": momentum, "optimizer": self.opt_backbone.state_dict(),
-                "scaler": self.scaler.state_dict()}
+        return {**head, "optimizer": self.opt_backbone.state_dict(), "scaler": self.scaler.state_dict()}
 
     def load_state(self, payload: dict) -> None:
-        """Restore from a checkpoint written on any number of processes (the centres are re-sharded)."""
+        """Restore from a checkpoint written on any number of processes (a sharded head re-shards)."""
         self.module.load_state_dict(payload["model"])
-        self.head.load_full_weight(payload["head"])
-        if payload.get("head_momentum") is not None:
-            shard = self.head.shard(payload["head_momentum"]).to(self.ctx.device).clone()
-            self.opt_head.state[self.head.weight]["momentum_buffer"] = shard
+        self.head.load_checkpoint_state(payload, self.opt_head)
         self.opt_backbone.load_state_dict(payload["optimizer"])
-        if self.amp and payload.get("scaler"):
+        if self.scaler.is_enabled() and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     ctx = init_distributed(cfg.device)
     try:
         # rank 0's clock names the default run directory, so every rank writes to the same one
@@ -119,13 +106,9 @@ class _TrainingRun:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, path: Path, resume: bool, force: bool):
         self.cfg, self.ctx = cfg, ctx
-        if cfg.data is None:
-            if ctx.is_main:
-                ensure_demo()
-            barrier(ctx)  # one rank generates the demo data, the others then find it
-        self.data_dir = Path(cfg.data) if cfg.data else ensure_demo()
+        task = get_task(cfg.task)
         self.arch = resolve_arch(cfg)
-        dataset, num_classes = open_train_data(self.data_dir, self.arch.input_size, cfg.augment)
+        self.data_dir, dataset, num_classes = task.train_data(cfg, self.arch.input_size, ctx)
         self.config = {**asdict(cfg), "data": str(self.data_dir), "arch": self.arch.to_dict(),
                        "num_classes": num_classes}
         self.run = self._open_run(path, resume, force)
@@ -139,21 +122,21 @@ class _TrainingRun:
 
         seed_everything(cfg.seed)  # identical initial weights on every rank and every run
         backbone = build_child(self.arch).to(ctx.device)
-        head = PartialFC(self.arch.embedding_size, num_classes, cfg.make_margin(), ctx, cfg.sample_rate, cfg.seed)
+        head = task.train_head(cfg, self.arch.embedding_size, num_classes, ctx)
         self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
         self.best = -1.0
         self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
-        self.benches = {n: self.data_dir / f"{n}.bin" for n in cfg.benches if (self.data_dir / f"{n}.bin").is_file()}
+        self.evaluation = task.evaluation(cfg, self.data_dir)
         self.metrics = MetricsCSV(self.run.path / "train.csv", key="step", columns=[
-            "step", "epoch", "lr", "loss", "images_per_s", *(f"{n}_acc" for n in cfg.benches), "mean_acc"])
+            "step", "epoch", "lr", "loss", "images_per_s", *self.evaluation.columns],
+            tensorboard="" if ctx.is_main else None)
         if resume:
             self._restore()
         else:
             seed_everything(cfg.seed + 1 + ctx.rank)
-        self.tensorboard = _tensorboard(self.run.path) if ctx.is_main else None
         if ctx.is_main:
             self._announce(len(dataset), num_classes)
 
@@ -163,7 +146,7 @@ class _TrainingRun:
             if stored.get("backbone") not in (None, self.arch.backbone):
                 raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
                                 f"{stored['backbone']}; resume without --arch or start a new run")
-            return RunDir.open_resume(path, self.config, ignore=RESUMABLE)
+            return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade)
         if path.exists() and any(path.iterdir()) and not force:
             raise UserError(f"{path} already exists; pass --force to overwrite it, or --resume {path}")
         barrier(self.ctx)  # every rank has checked before rank 0 creates anything
@@ -188,15 +171,15 @@ class _TrainingRun:
 
     def _announce(self, images: int, classes: int) -> None:
         cfg, ctx = self.cfg, self.ctx
-        if cfg.fp16 and ctx.device.type != "cuda":
-            self.run.log("note: --fp16 needs CUDA; training in float32 on the CPU")
-        missing = [n for n in cfg.benches if n not in self.benches]
-        if missing:
-            self.run.log(f"note: no {', '.join(missing)} .bin in {self.data_dir}; not verified")
+        if cfg.amp != "off" and ctx.device.type != "cuda":
+            self.run.log(f"note: --amp {cfg.amp} needs CUDA; training in float32 on the CPU")
+        if self.evaluation.missing:
+            self.run.log(f"note: {self.evaluation.missing}")
         self.run.log(f"training {self.arch.backbone} (width {self.arch.width}, input {self.arch.input_size}) on "
-                     f"{images} images / {classes} ids from {self.data_dir}: {cfg.epochs} epochs x "
+                     f"{images} images / {classes} classes from {self.data_dir}: {cfg.epochs} epochs x "
                      f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
                      f"process(es), {ctx.device}; run dir {self.run.path}")
+        self.run.log(format_differences(cfg))
 
     def loop(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
@@ -204,7 +187,8 @@ class _TrainingRun:
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.consumed)
             self.samples.epoch = self.epoch
-            loader = make_loader(self.samples, self.sampler, cfg.batch_size, cfg.workers, ctx.device.type == "cuda")
+            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=cfg.workers,
+                                 drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
                 lr = lr_at(cfg, self._epoch_float())
@@ -242,7 +226,7 @@ class _TrainingRun:
 
     def _events(self, verify: bool, last: bool) -> None:
         """Verification (rank 0) and checkpoints; the state gathering is collective, so all ranks come."""
-        verify = verify and bool(self.benches) and self.done_at.get("verify") != self.step
+        verify = verify and self.evaluation.available and self.done_at.get("verify") != self.step
         last = last and self.done_at.get("last") != self.step
         if not (verify or last):
             return
@@ -272,53 +256,24 @@ class _TrainingRun:
                 "config": self.config, "world_size": self.ctx.world_size}
 
     def _verify(self) -> tuple[dict, float]:
-        """Metrics per bench (fractions, as facenar.verify gives them) and the mean accuracy in percent."""
-        with warnings.catch_warnings():  # CPU-sized inputs: resizing the 112x112 pairs is intended
-            warnings.filterwarnings("ignore", message=".*resized with cv2.resize")
-            results = verify_model(self.engine.module, {n: str(p) for n, p in self.benches.items()},
-                                   batch_size=self.cfg.verify_batch, flip=True, device=str(self.ctx.device),
-                                   input_size=self.arch.input_size)
-        accs = {f"{n}_acc": round(100 * r["accuracy"], 4) for n, r in results.items()}  # percent, like insightface
-        mean = round(float(np.mean(list(accs.values()))), 4)
-        self._record({**accs, "mean_acc": mean})
-        self.run.log(f"step {self.step} verification (%): " + ", ".join(
-            f"{n} {100 * r['accuracy']:.2f}+-{100 * r['std']:.2f}" for n, r in results.items()) + f" (mean {mean:.2f})")
+        """The task's evaluation: its results, and the score that keeps best.pt."""
+        results, row, mean = self.evaluation.run(self.engine.module, str(self.ctx.device), self.arch.input_size,
+                                                 self.cfg.verify_batch)
+        self._record(row)
+        self.run.log(f"step {self.step} {self.evaluation.describe(results, mean)}")
         self.last_results = results
         return results, mean
 
     def _record(self, values: dict) -> None:
         values = {name: float(value) for name, value in values.items()}
         self.metrics.append({"step": self.step, "epoch": round(self._epoch_float(), 4), **values})
-        if self.tensorboard is not None:
-            for name, value in values.items():
-                self.tensorboard.add_scalar(name, value, self.step)
 
     def _summary(self, stopped: bool) -> dict:
-        if self.tensorboard is not None:
-            self.tensorboard.close()
+        self.metrics.close()
         return {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
                 "best_mean_acc": self.best if self.best >= 0 else None,
                 "verify": self.last_results}
 
 
-def gather_rng(ctx: DistContext) -> list:
-    """Every rank's RNG states in rank order (a resumed rank r continues stream r mod the old count)."""
-    state = capture_rng()
-    if not ctx.distributed:
-        return [state]
-    states = [None] * ctx.world_size
-    torch_dist.all_gather_object(states, state)
-    return states
-
-
 def epoch_progress(loader: DataLoader, ctx: DistContext, epoch: int):
     return progress(loader, total=len(loader), desc=f"epoch {epoch + 1}") if ctx.is_main else loader
-
-
-def _tensorboard(path: Path):
-    """A SummaryWriter in RUN_DIR/tensorboard when the tensorboard package is installed, else None."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(path / "tensorboard"))

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from facenar.arch import Arch
-from facenar.backbone import build_child, conv_sites
-from facenar.ops import build_op
+from facenar.space.arch import Arch
+from facenar.space.iresnet import build_child, conv_sites
+from facenar.space.ops import build_op
 
 
 @dataclass

@@ -1,29 +1,40 @@
-"""Training options: defaults (the paper's final-training setting), presets, resume rules, schedule.
+"""Training options: defaults (the paper's final-training setting), its preset table, schedule.
 
-A run's options are layered defaults < --preset < options given; a resumed run starts from its
-stored config.json instead, and only the operational options in RESUMABLE may change.
+Layering (defaults < --preset < options given) and --resume merging (stored config.json, only
+RESUMABLE options may change) are facenar.config's, shared with the search.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from data_tools.cli import UserError
-from facenar.arch import Arch
-from facenar.heads import MarginSoftmax
+from facenar.config import RunConfig
+from facenar.space.arch import Arch
+from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, sgdr_lr
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
 # architecture choices a preset makes for its own baseline network
 ARCH_KEYS = ("backbone", "width", "input_size", "embedding_size")
-# options that may change when a run is resumed (they do not change what is being trained)
-RESUMABLE = ("data", "max_steps", "workers", "device", "verify_every", "checkpoint_every", "log_every", "verify_batch")
+# A tiny CPU-sized network and schedule that learns the demo data in a few minutes; "paper" = the defaults.
+PRESETS = {
+    "paper": {},
+    "demo": dict(backbone="iresnet18", width=0.125, input_size=56, embedding_size=128, epochs=2,
+                 batch_size=64, t0=2, log_every=20, checkpoint_every=200, workers=1),
+}
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunConfig):
     """Every option of a training run; stored as RUN_DIR/config.json (plus the resolved architecture)."""
 
+    PRESETS = PRESETS
+    # may change when a run is resumed (they do not change what is being trained)
+    RESUMABLE = ("data", "max_steps", "workers", "device", "verify_every", "checkpoint_every", "log_every",
+                 "verify_batch")
+
+    task: str = "face"
     data: str | None = None              # emore folder; None = the built-in demo data
     arch_file: str | None = None         # architecture JSON; None = the baseline of `backbone`
     backbone: str = "iresnet50"
@@ -45,7 +56,7 @@ class TrainConfig:
     m3: float | None = None
     scale: float = 64.0
     sample_rate: float = 1.0
-    fp16: bool = False
+    amp: str = "off"                     # CUDA autocast: auto (= bf16), bf16, fp16, off
     grad_clip: float = 5.0
     augment: str = "flip"
     seed: int = 0
@@ -68,7 +79,17 @@ class TrainConfig:
     def benches(self) -> list[str]:
         return [name.strip() for name in self.bench.split(",") if name.strip()]
 
-    def validate(self) -> None:
+    @classmethod
+    def upgrade(cls, stored: dict) -> dict:
+        """Runs stored before --amp had `fp16: true/false`."""
+        stored = dict(stored)
+        if "fp16" in stored:
+            stored["amp"] = "fp16" if stored.pop("fp16") else "off"
+        return super().upgrade(stored)
+
+    def check(self) -> None:
+        if self.amp not in ("auto", "bf16", "fp16", "off"):
+            raise UserError(f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}")
         if self.margin not in MARGINS:
             raise UserError(f"--margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
         if self.schedule not in ("sgdr", "poly"):
@@ -89,30 +110,13 @@ class TrainConfig:
         return MarginSoftmax(self.margin, self.scale, *self.margins)
 
 
-# A tiny CPU-sized network and schedule that learns the demo data in a few minutes.
-PRESETS = {
-    "demo": dict(backbone="iresnet18", width=0.125, input_size=56, embedding_size=128, epochs=2,
-                 batch_size=64, t0=2, log_every=20, checkpoint_every=200, workers=1),
-}
-
-
-def resolve_config(explicit: dict, preset: str | None = None, stored: dict | None = None) -> TrainConfig:
-    """defaults < preset < options given; on resume: stored run config < options given."""
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted(set(explicit) - names)
-    if unknown:
-        raise ValueError(f"unknown training option(s) {unknown}")
-    if stored is not None:
-        base = {k: v for k, v in stored.items() if k in names}
-    else:
-        if preset is not None and preset not in PRESETS:
-            raise UserError(f"unknown --preset {preset!r}; choose one of {', '.join(PRESETS)}")
-        base = dict(PRESETS.get(preset, {}))
-        if explicit.get("arch_file"):  # a given architecture keeps its own size; the preset's is for its baseline
-            base = {k: v for k, v in base.items() if k not in ARCH_KEYS}
-    cfg = TrainConfig(**{**base, **explicit})
-    cfg.validate()
-    return cfg
+def resolve_config(explicit: dict, preset: str | None = None, stored: dict | None = None,
+                   where: str = "") -> TrainConfig:
+    """RunConfig.resolve, plus: a given --arch keeps its own size (a preset's is for its baseline)."""
+    if stored is None and explicit.get("arch_file") and preset in PRESETS:
+        base = {k: v for k, v in PRESETS[preset].items() if k not in ARCH_KEYS}
+        return TrainConfig.resolve({**base, **explicit})
+    return TrainConfig.resolve(explicit, preset, stored, where)
 
 
 def resolve_arch(cfg: TrainConfig) -> Arch:

@@ -1,5 +1,5 @@
 """The search record: per-epoch metrics (search.csv), op frequencies (search_ops.csv), PNG plots,
-optional TensorBoard, and the final table printed after derivation.
+TensorBoard scalars, and the final table printed after derivation.
 
 Plots are redrawn from the CSV files, so a resumed run draws the same curves as an uninterrupted one.
 """
@@ -22,9 +22,9 @@ class SearchRecord:
     def __init__(self, run_dir: str | Path, candidates: Sequence[str], tensorboard: bool = True):
         self.dir = Path(run_dir)
         self.candidates = list(candidates)
-        self.metrics = MetricsCSV(self.dir / "search.csv", COLUMNS, key="epoch")
+        self.metrics = MetricsCSV(self.dir / "search.csv", COLUMNS, key="epoch",
+                                  tensorboard="search/" if tensorboard else None)
         self.ops = MetricsCSV(self.dir / "search_ops.csv", ["epoch", "slot", *self.candidates], key="epoch")
-        self._tb = _tensorboard(self.dir / "tensorboard") if tensorboard else None
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows an interrupted run wrote after its last checkpoint."""
@@ -36,11 +36,6 @@ class SearchRecord:
         self.metrics.append(row)
         for slot, freqs in enumerate(op_freq):
             self.ops.append({"epoch": row["epoch"], "slot": slot, **dict(zip(self.candidates, freqs))})
-        if self._tb is not None:
-            for key, value in row.items():
-                if isinstance(value, (int, float)) and key != "epoch":
-                    self._tb.add_scalar(f"search/{key}", value, row["epoch"])
-            self._tb.flush()
 
     def plot(self) -> None:
         """search_curves.png (reward, entropy, loss, lr) and search_ops.png (per-slot op heat-maps)."""
@@ -96,8 +91,7 @@ class SearchRecord:
         _save(fig, self.dir / HEATMAP_PNG)
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
+        self.metrics.close()
 
 
 def _save(fig, path: Path) -> None:
@@ -110,18 +104,9 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def _tensorboard(folder: Path):
-    """A SummaryWriter when the tensorboard package is installed, else None (it is optional)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(folder))
-
-
 def format_final_table(arch, summary: dict) -> str:
-    """facenar.cost's per-slot table (op, params, MACs against the baseline), then the rewards."""
-    from facenar.cost import arch_stats, format_stats
+    """facenar.space.cost's per-slot table (op, params, MACs against the baseline), then the rewards."""
+    from facenar.space.cost import arch_stats, format_stats
 
     lines = [format_stats(arch_stats(arch)), ""]
     for label, key in (("refined architecture", "reward"), ("greedy architecture", "greedy_reward"),

@@ -170,6 +170,20 @@ class PartialFC(nn.Module):
     def shard(self, full: torch.Tensor) -> torch.Tensor:
         return full[self.class_start:self.class_start + self.num_local]
 
+    def checkpoint_state(self, optimizer: torch.optim.Optimizer) -> dict:
+        """Collective: the full centre matrix and its SGD momentum on rank 0 (empty dict elsewhere)."""
+        weight = self.full_weight()
+        buf = optimizer.state.get(self.weight, {}).get("momentum_buffer")
+        momentum = None if buf is None else gather_rows(buf, self.num_classes, self.rank, self.world_size)
+        return {"head": weight, "head_momentum": momentum} if self.rank == 0 else {}
+
+    def load_checkpoint_state(self, payload: dict, optimizer: torch.optim.Optimizer) -> None:
+        """This rank's slice of a checkpoint's centres and momentum, written on any number of processes."""
+        self.load_full_weight(payload["head"])
+        if payload.get("head_momentum") is not None:
+            shard = self.shard(payload["head_momentum"]).to(self.weight.device).clone()
+            optimizer.state[self.weight]["momentum_buffer"] = shard
+
 
 def _gather_plain(tensor: torch.Tensor, world_size: int) -> torch.Tensor:
     parts = [torch.empty_like(tensor) for _ in range(world_size)]

@@ -1,6 +1,6 @@
 """The weight-sharing supernet: every conv site holds all candidate ops; a forward takes codes.
 
-It is the iresnet skeleton of facenar.backbone with an OpChoice at each site, so stem, BN,
+It is the iresnet skeleton of facenar.space.iresnet with an OpChoice at each site, so stem, BN,
 PReLU, shortcuts and the embedding head are shared by every architecture, and each candidate
 op's weights are shared by every architecture that picks it at that slot (ENAS). A child cut
 out of it (`child_from_supernet`) computes exactly what the supernet computes for its codes.
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from data_tools.cli import UserError
-from facenar.arch import Arch, num_slots
-from facenar.backbone import IResNet, build_child
-from facenar.ops import PAPER_OPS, build_op
+from facenar.space.arch import Arch, num_slots
+from facenar.space.iresnet import IResNet, build_child
+from facenar.space.ops import PAPER_OPS, build_op
 
 
 class OpChoice(nn.Module):
@@ -66,11 +66,6 @@ class Supernet(IResNet):
     def forward(self, x: torch.Tensor, codes: Sequence[int]) -> torch.Tensor:
         self.select(codes)
         return super().forward(x)
-
-    def make_arch(self, codes: Sequence[int], provenance: dict | None = None) -> Arch:
-        """The Arch (same backbone, size, candidates) for a list of codes."""
-        return Arch(self.backbone, list(codes), self.candidates, self.width, self.input_size,
-                    self.embedding_size, self.granularity, dict(provenance or {}))
 
 
 def child_from_supernet(supernet: Supernet, arch: Arch) -> IResNet:

@@ -1,8 +1,8 @@
 """The NAR search engine: shared-weight training, controller training, derivation, checkpoint/resume.
 
 One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
-PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by proxy-val
-accuracy. Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
+PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by the
+task's metric on its val split (facenar.tasks supplies data, head, loss and metric). Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
 at each epoch's end, and data order is a function of (seed, epoch), so a killed run resumed from
 its last checkpoint ends exactly where an uninterrupted one would (single process, CPU).
 """
@@ -15,17 +15,20 @@ from itertools import islice
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from data_tools.cli import UserError, progress
-from facenar.arch import Arch
-from facenar.controller import Controller, Reinforce, uniform_entropy
-from facenar.dist import DistContext, all_reduce_mean, barrier, broadcast_object, init_distributed, shutdown
-from facenar.rundir import RunDir, capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything
+from facenar.space.arch import Arch
+from facenar.search.controller import Controller, Reinforce, uniform_entropy
+from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
+                          shutdown)
+from facenar.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything, to_cpu
+from facenar.config import format_differences
+from facenar.rundir import RunDir
 from facenar.schedule import set_lr, sgdr_lr
-from facenar.search_config import SearchConfig, search_space
-from facenar.search_data import ProxyData, RewardModel, latency_model
-from facenar.search_record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.search.config import SearchConfig, search_space
+from facenar.search.reward import RewardModel, latency_model
+from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.tasks import get_task
 
 CHECKPOINT = "checkpoint.pt"
 ARCH_JSON = "arch.json"
@@ -38,23 +41,23 @@ class NarSearch:
     """A search bound to a run directory; `run()` trains (or resumes) and derives the architecture."""
 
     def __init__(self, cfg: SearchConfig, run: RunDir, ctx: DistContext, workers: int = 0,
-                 data: ProxyData | None = None):
+                 data=None):
         self.cfg, self.run_dir, self.ctx, self.workers = cfg, run, ctx, workers
         self.device = ctx.device
         seed_everything(cfg.seed)
-        from facenar.heads import CosineClassifier, MarginSoftmax
-        from facenar.supernet import Supernet
+        from facenar.space.supernet import Supernet
 
-        self.data = data if data is not None else ProxyData(cfg.data, cfg.input_size, cfg.augment)
+        task = get_task(cfg.task)
+        self.data = data if data is not None else task.search_data(cfg)
         self.space = search_space(cfg)
         self.baseline = self.space.with_codes([cfg.ops.index("conv3x3")] * self.space.num_slots) \
             if "conv3x3" in cfg.ops else None
         self.supernet = Supernet(cfg.backbone, candidates=cfg.ops, width=cfg.width, granularity=cfg.granularity,
                                  input_size=cfg.input_size, embedding_size=cfg.embedding_size).to(self.device)
-        self.head = CosineClassifier(cfg.embedding_size, self.data.num_classes).to(self.device)
-        self.margin = MarginSoftmax("arcface", s=cfg.margin_s, m2=cfg.margin_m)
+        self.head = task.search_head(cfg, self.data.num_classes).to(self.device)
+        self.loss = task.search_loss(cfg)
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr_max, momentum=cfg.momentum, nesterov=True,
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                          weight_decay=cfg.weight_decay)
         self.controller = Controller(self.supernet.num_slots, self.supernet.num_ops,
                                      tanh_constant=cfg.tanh_constant, temperature=cfg.temperature)
@@ -62,9 +65,10 @@ class NarSearch:
                                  entropy_weight=cfg.entropy_weight)
         self.arch_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
-        self.amp_dtype = _amp_dtype(cfg.amp, self.device)
+        self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.rewards = RewardModel(self, self.space, cfg) if ctx.is_main else None
+        self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast, self.space,
+                                   cfg) if ctx.is_main else None
         self.record = SearchRecord(run.path, cfg.ops) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
@@ -97,12 +101,12 @@ class NarSearch:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen
         bar = progress(islice(loader, steps), total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
         for i, (images, labels) in enumerate(bar):
-            set_lr(self.optimizer, sgdr_lr(self.epoch + i / steps, cfg.t0, cfg.t_mult, cfg.lr_max, cfg.lr_min))
+            set_lr(self.optimizer, sgdr_lr(self.epoch + i / steps, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min))
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             with self.autocast():
-                cosine = self.head(self.supernet(images, archs[i])).float()
-            loss = F.cross_entropy(self.margin(cosine, labels), labels)
+                logits = self.head(self.supernet(images, archs[i])).float()
+            loss = self.loss(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()
@@ -113,7 +117,7 @@ class NarSearch:
                 loss.backward()
                 self._sync_grads()
                 self.optimizer.step()
-            totals += torch.stack([loss.detach().double() * len(labels), (cosine.argmax(1) == labels).sum().double(),
+            totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double(),
                                    totals.new_tensor(len(labels))])
         all_reduce_mean(totals, self.ctx)
         self._sync_buffers()
@@ -184,12 +188,12 @@ class NarSearch:
         self.supernet.load_state_dict(state["supernet"])
         self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(_to_cpu(state["reinforce"]))
+        self.trainer.load_state_dict(to_cpu(state["reinforce"]))
         self.arch_gen.set_state(state["arch_gen"].cpu())
         self.val_gen.set_state(state["val_gen"].cpu())
         if self.scaler is not None and "scaler" in state:
             self.scaler.load_state_dict(state["scaler"])
-        restore_rng(_to_cpu(state["rng"]))
+        restore_rng(state["rng"])
         self.epoch, self.best = state["epoch"], state["best"]
 
     # ----- the whole run ---------------------------------------------------------------------
@@ -204,15 +208,15 @@ class NarSearch:
         elif self.ctx.is_main:
             self.run_dir.log(f"NAR search: {cfg.backbone} width {cfg.width} input {cfg.input_size}, "
                              f"{self.supernet.num_slots} slots x {len(cfg.ops)} ops ({','.join(cfg.ops)}), "
-                             f"{cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); proxy {cfg.data}: "
-                             f"{len(self.data.train)} train images, {self.data.num_classes} identities; "
+                             f"{cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); {self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
+            self.run_dir.log(format_differences(cfg))
         done_here = 0
         while self.epoch < cfg.epochs:
             if stop_after_epochs is not None and done_here >= stop_after_epochs:
                 return None
             started = time.perf_counter()
-            lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr_max, cfg.lr_min)
+            lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min)
             shared = self._train_shared()
             if self.ctx.is_main:
                 ctrl = self._train_controller()
@@ -238,8 +242,8 @@ class NarSearch:
         return self.derive() if self.ctx.is_main else None
 
     def derive(self) -> Arch:
-        """Score K sampled + the greedy architecture on the whole proxy-val split; save the best."""
-        from facenar.cost import count_cost
+        """Score K sampled + the greedy architecture on the whole val split; save the best."""
+        from facenar.space.cost import count_cost
 
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -278,44 +282,26 @@ class NarSearch:
         return arch
 
 
-def _amp_dtype(amp: str, device: torch.device):
-    if device.type != "cuda" or amp == "off":
-        return None
-    return torch.float16 if amp == "fp16" else torch.bfloat16
-
-
-def _to_cpu(obj):
-    """RNG states must be CPU tensors even when the checkpoint was mapped to a GPU."""
-    if isinstance(obj, torch.Tensor):
-        return obj.cpu()
-    if isinstance(obj, dict):
-        return {k: _to_cpu(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to_cpu(v) for v in obj]
-    return obj
-
-
 def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
-               workers: int | None = None, stop_after_epochs: int | None = None) -> Arch | None:
+               stop_after_epochs: int | None = None) -> Arch | None:
     """Join torchrun's group (if any), resolve the config and run directory on rank 0, search."""
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; use --device cpu")
     ctx = init_distributed(device)
     try:
         config, data = None, None
         if ctx.is_main:
             cfg = make_config()
-            data = ProxyData(cfg.data, cfg.input_size, cfg.augment)  # bad input fails before any write
+            data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
             if cfg.cost == "latency":
                 latency_model(cfg.latency_table, search_space(cfg))
             if resume:
-                RunDir.open_resume(out, cfg.to_dict())
+                RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
             else:
                 _create_run(out, cfg, force)
             config = cfg.to_dict()
         config, out = broadcast_object((config, str(out)), ctx)
-        workers = (4 if ctx.device.type == "cuda" else 0) if workers is None else workers
-        engine = NarSearch(SearchConfig(**config), RunDir(out), ctx, workers, data)
+        cfg = SearchConfig(**config)
+        workers = (4 if ctx.device.type == "cuda" else 0) if cfg.workers is None else cfg.workers
+        engine = NarSearch(cfg, RunDir(out), ctx, workers, data)
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
         shutdown(ctx)

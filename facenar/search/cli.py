@@ -1,0 +1,112 @@
+"""python -m facenar.search: NAR search on a proxy split; writes arch.json and the search record.
+
+With no arguments it searches the built-in demo proxy with the `demo` preset (minutes on a CPU).
+Under torchrun the shared-weight training is data-parallel (gloo on CPU, NCCL on GPUs).
+"""
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from data_tools.cli import UserError
+from facenar.config import help_default
+from facenar.search.config import PRESETS, SearchConfig, resolve_config
+from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
+
+# where a run goes, not what it computes (never stored in config.json)
+RUN_OPTIONS = ("out", "resume", "force", "stop_after_epochs")
+
+
+def parse_count(text: str) -> float:
+    """'4.7G', '800M', '1.2e9' -> a number (multiply-adds)."""
+    scale = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text.strip()[-1:].upper(), 1.0)
+    number = text.strip()[:-1] if scale != 1.0 else text.strip()
+    try:
+        value = float(number) * scale
+    except ValueError:
+        raise UserError(f"--target-macs must be a number such as 4.7G or 800M, got {text!r}") from None
+    if value <= 0:
+        raise UserError(f"--target-macs must be positive, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: only options actually given reach the config, so presets and resumed runs keep theirs
+    p = argparse.ArgumentParser(prog="python -m facenar.search", argument_default=argparse.SUPPRESS,
+                                description="Neural Architecture Refinement: search one operator per block of an "
+                                            "iresnet on a proxy split (defaults: the paper's settings; "
+                                            "without --data: the demo proxy and the demo preset).")
+
+    def add(group, flag: str, text: str = "", *aliases: str, **kw):
+        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+        group.add_argument(flag, *aliases, dest=name, help=help_default(SearchConfig, name, text), **kw)
+
+    add(p, "--data", "proxy split folder (python -m facenar.prepare_proxy); default: built-in demo proxy")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="base settings (default: demo without --data, else paper)")
+    space = p.add_argument_group("search space")
+    add(space, "--backbone", "", choices=sorted(BACKBONES))
+    add(space, "--width", "channel multiplier", type=float)
+    add(space, "--input-size", "input side in pixels", type=int)
+    add(space, "--embedding-size", "", type=int)
+    add(space, "--ops", "comma-separated candidates", type=parse_ops)
+    add(space, "--granularity", "block: one slot per block; conv: one per 3x3 conv", choices=sorted(GRANULARITIES))
+    shared = p.add_argument_group("shared-weight training")
+    add(shared, "--epochs", "", type=int)
+    add(shared, "--pretrain-epochs", "PreTrain: uniform sampling, controller frozen", type=int)
+    add(shared, "--t0", "SGDR first cycle in epochs", type=float)
+    add(shared, "--t-mult", "SGDR cycle growth", type=float)
+    add(shared, "--lr", "SGDR peak learning rate (alias --lr-max)", "--lr-max", type=float)
+    add(shared, "--lr-min", "SGDR floor", type=float)
+    add(shared, "--momentum", "Nesterov momentum", type=float)
+    add(shared, "--weight-decay", "", type=float)
+    add(shared, "--batch-size", "per process", type=int)
+    add(shared, "--steps-per-epoch", "cap minibatches per epoch, 0 = full pass", type=int)
+    add(shared, "--augment", "", choices=["flip", "strong", "none"])
+    add(shared, "--scale", "ArcFace logit scale s (alias --margin-s)", "--margin-s", type=float)
+    add(shared, "--margin-m2", "ArcFace angular margin (alias --margin-m)", "--margin-m", type=float, dest="m2")
+    add(shared, "--amp", "CUDA autocast (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    ctrl = p.add_argument_group("controller")
+    add(ctrl, "--controller-steps", "REINFORCE steps per epoch", type=int)
+    add(ctrl, "--controller-samples", "architectures per step", type=int)
+    add(ctrl, "--controller-lr", "Adam lr, beta1 = 0", type=float)
+    add(ctrl, "--entropy-weight", "", type=float)
+    add(ctrl, "--baseline-decay", "", type=float)
+    add(ctrl, "--tanh-constant", "", type=float)
+    add(ctrl, "--temperature", "logit temperature (default none)", type=float)
+    add(ctrl, "--val-batch", "proxy-val images per reward", type=int)
+    add(ctrl, "--reward-bn", "BN statistics when scoring: batch (as ENAS) or eval (running averages)",
+        choices=["batch", "eval"])
+    add(ctrl, "--derive-samples", "sampled architectures scored at the end", type=int)
+    add(ctrl, "--random-samples", "random architectures for comparison", type=int)
+    cost = p.add_argument_group("cost-aware reward (optional): acc * (cost/target)**w above the target")
+    add(cost, "--cost", "", choices=["macs", "latency"])
+    add(cost, "--target-macs", "e.g. 4.7G", type=parse_count)
+    add(cost, "--target-latency", "milliseconds, with --cost latency", type=float)
+    add(cost, "--latency-table", "JSON from python -m facenar.arch latency --out")
+    add(cost, "--cost-weight", "w < 0", type=float)
+    add(p, "--seed", "", type=int)
+    run = p.add_argument_group("run")
+    run.add_argument("--out", help="run directory (default runs/search-<timestamp>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
+    run.add_argument("--force", action="store_true", help="reuse a non-empty --out, deleting its search outputs")
+    add(run, "--device", "", choices=["auto", "cpu", "cuda"])
+    add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)", type=int)
+    run.add_argument("--stop-after-epochs", type=int, help=argparse.SUPPRESS)  # simulates a kill in tests
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    from facenar.search.engine import run_search
+
+    options = {k: args.get(k) for k in RUN_OPTIONS}
+    explicit = {k: v for k, v in args.items() if k not in RUN_OPTIONS}
+    if options["resume"] and options["out"] and Path(options["out"]) != Path(options["resume"]):
+        raise UserError("give either --out (a new run) or --resume RUN_DIR (continue that run), not both")
+    out = options["resume"] or options["out"] or f"runs/search-{datetime.now():%Y%m%d-%H%M%S}"
+    run_search(lambda: resolve_config(explicit, options["resume"]), out, resume=bool(options["resume"]),
+               force=bool(options["force"]), device=explicit.get("device", "auto"),
+               stop_after_epochs=options["stop_after_epochs"])
+    return 0

@@ -1,0 +1,94 @@
+"""How the search scores an architecture: closed-set accuracy on the in-memory proxy-val set
+with the current shared weights, optionally shaped by a cost model (multiply-adds or latency).
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+
+from data_tools.cli import UserError
+
+EVAL_CHUNK = 256
+
+
+def macs_model(space):
+    """codes -> multiply-adds without building a network: slot costs add up (ops keep shapes)."""
+    from facenar.space.cost import count_cost
+
+    uniform = [count_cost(space.with_codes([op] * space.num_slots)) for op in range(len(space.candidates))]
+    fixed = uniform[0].macs - sum(row["macs"] for row in uniform[0].per_slot)
+    per_slot = [[report.per_slot[slot]["macs"] for report in uniform] for slot in range(space.num_slots)]
+    return lambda codes: fixed + sum(per_slot[slot][code] for slot, code in enumerate(codes))
+
+
+def latency_model(table_path: str, space):
+    """codes -> predicted milliseconds from a latency table measured for this search space."""
+    from facenar.space.latency import latency_cost, load_latency_table
+
+    table = load_latency_table(table_path)
+    try:
+        latency_cost(table, space)
+    except ValueError as exc:
+        raise UserError(f"--latency-table {table_path}: {exc}; measure one for this search space with "
+                        "python -m facenar.arch latency") from None
+    order = [table["candidates"].index(name) for name in space.candidates]
+    return lru_cache(maxsize=None)(lambda codes: latency_cost(table, [order[c] for c in codes]))
+
+
+class RewardModel:
+    """Reward of an architecture with the current shared weights: accuracy, times a cost factor.
+
+    Given what scoring needs: the supernet and head, the task's search data (val set + input
+    conversion), its correct-count metric, and the engine's autocast.
+    """
+
+    def __init__(self, supernet, head, data, correct, autocast, space, cfg):
+        self.net, self.head, self.data, self.correct, self.autocast = supernet, head, data, correct, autocast
+        self.weight, self.bn = cfg.cost_weight, cfg.reward_bn
+        self.target, self.cost = None, None
+        if cfg.cost == "latency" and cfg.target_latency:
+            self.target, self.cost = cfg.target_latency, latency_model(cfg.latency_table, space)
+        elif cfg.cost == "macs" and cfg.target_macs:
+            self.target, self.cost = cfg.target_macs, macs_model(space)
+
+    def shape(self, accuracy: float, codes) -> float:
+        """MnasNet's soft constraint: acc * (cost / target) ** w, applied only above the target."""
+        if self.target is None:
+            return accuracy
+        cost = self.cost(tuple(codes))
+        return accuracy * (cost / self.target) ** self.weight if cost > self.target else accuracy
+
+    @torch.no_grad()
+    def accuracy(self, codes, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """The task's metric (face: closed-set identification, argmax over the proxy identities).
+
+        BN uses each chunk's own statistics ("batch", as ENAS scores its children; the running
+        averages are restored afterwards) or the running averages ("eval"), which in a supernet mix
+        every op's output statistics and, measured on the demo, rank architectures mostly by noise.
+        """
+        net, head = self.net, self.head
+        saved = [buf.clone() for buf in net.buffers()] if self.bn == "batch" else []
+        net.train(self.bn == "batch")
+        correct = 0
+        try:
+            for chunk in torch.arange(len(labels), device=labels.device).tensor_split(
+                    math.ceil(len(labels) / EVAL_CHUNK)):  # near-equal chunks: no tiny last batch
+                with self.autocast():
+                    logits = head(net(self.data.to_input(images[chunk]), list(codes)))
+                correct += self.correct(logits, labels[chunk])
+        finally:
+            for buf, value in zip(net.buffers(), saved):
+                buf.copy_(value)
+            net.train()
+        return correct / len(labels)
+
+    def batch(self, batch_codes, images, labels) -> list[float]:
+        return [self.shape(self.accuracy(codes, images, labels), codes) for codes in batch_codes]
+
+    def accuracy_full(self, codes) -> float:
+        return self.accuracy(codes, *self.data.val_set(next(self.head.parameters()).device))
+
+    def full(self, codes) -> float:
+        return self.shape(self.accuracy_full(codes), codes)

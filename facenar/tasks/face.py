@@ -1,0 +1,84 @@
+"""The face task: emore data, ArcFace-style heads, closed-set reward, verification benches.
+
+Search: a proxy split (facenar.data.ProxyData), cosine logits + additive-margin softmax, reward =
+identification accuracy on proxy-val. Training: the emore train split, Partial FC (sharded
+centres + margin softmax), evaluation = 10-fold verification on the folder's .bin benches.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch.nn.functional as F
+
+from data_tools.demo import ensure_demo
+from facenar.data import ProxyData, open_train_data
+from facenar.dist import barrier
+from facenar.tasks import Task
+from facenar.tasks.heads import CosineClassifier, MarginSoftmax
+from facenar.tasks.partial_fc import PartialFC
+
+
+class FaceTask(Task):
+    name = "face"
+
+    # ----- search
+    @staticmethod
+    def search_data(cfg) -> ProxyData:
+        return ProxyData(cfg.data, cfg.input_size, cfg.augment)
+
+    @staticmethod
+    def search_head(cfg, num_classes: int) -> CosineClassifier:
+        return CosineClassifier(cfg.embedding_size, num_classes)
+
+    @staticmethod
+    def search_loss(cfg):
+        margin = MarginSoftmax("arcface", s=cfg.scale, m2=cfg.m2)
+        return lambda cosine, labels: F.cross_entropy(margin(cosine, labels), labels)
+
+    # ----- training
+    @staticmethod
+    def train_data(cfg, input_size: int, ctx):
+        if cfg.data is None:
+            if ctx.is_main:
+                ensure_demo()
+            barrier(ctx)  # one rank generates the demo data, the others then find it
+        folder = Path(cfg.data) if cfg.data else ensure_demo()
+        dataset, num_classes = open_train_data(folder, input_size, cfg.augment)
+        return folder, dataset, num_classes
+
+    @staticmethod
+    def train_head(cfg, embedding_size: int, num_classes: int, ctx) -> PartialFC:
+        return PartialFC(embedding_size, num_classes, cfg.make_margin(), ctx, cfg.sample_rate, cfg.seed)
+
+    @staticmethod
+    def evaluation(cfg, folder: Path) -> "Verification":
+        return Verification(cfg.benches, folder)
+
+
+class Verification:
+    """10-fold verification on FOLDER/<bench>.bin; score = mean accuracy in percent (as insightface)."""
+
+    def __init__(self, names: list[str], folder: Path):
+        self.benches = {n: folder / f"{n}.bin" for n in names if (folder / f"{n}.bin").is_file()}
+        self.columns = [*(f"{n}_acc" for n in names), "mean_acc"]
+        self.available = bool(self.benches)
+        missing = [n for n in names if n not in self.benches]
+        self.missing = f"no {', '.join(missing)} .bin in {folder}; not verified" if missing else None
+
+    def run(self, model, device: str, input_size: int, batch_size: int) -> tuple[dict, dict, float]:
+        from facenar.verify.benches import verify_model
+
+        with warnings.catch_warnings():  # CPU-sized inputs: resizing the 112x112 pairs is intended
+            warnings.filterwarnings("ignore", message=".*resized with cv2.resize")
+            results = verify_model(model, {n: str(p) for n, p in self.benches.items()}, batch_size=batch_size,
+                                   flip=True, device=device, input_size=input_size)
+        row = {f"{n}_acc": round(100 * r["accuracy"], 4) for n, r in results.items()}  # percent
+        score = round(float(np.mean(list(row.values()))), 4)
+        return results, {**row, "mean_acc": score}, score
+
+    @staticmethod
+    def describe(results: dict, score: float) -> str:
+        return "verification (%): " + ", ".join(
+            f"{n} {100 * r['accuracy']:.2f}+-{100 * r['std']:.2f}" for n, r in results.items()) + f" (mean {score:.2f})"

@@ -1,0 +1,96 @@
+"""python -m facenar.train: train a fixed architecture (baseline or refined) with a margin softmax.
+
+Single process:  python -m facenar.train --preset demo
+Many processes:  torchrun --nproc_per_node=8 -m facenar.train --data faces_emore --arch refined.json
+Resume:          python -m facenar.train --resume RUN_DIR   (the run keeps its stored options)
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+from data_tools.cli import UserError
+from facenar.rundir import read_run_config
+from facenar.config import help_default
+from facenar.train.config import MARGINS, PRESETS, TrainConfig, resolve_config
+from facenar.train.engine import train
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # SUPPRESS: only options actually given reach the config, so presets and resumed runs keep theirs
+    p = argparse.ArgumentParser(prog="python -m facenar.train", argument_default=argparse.SUPPRESS,
+                                description="Train a face-recognition network (ArcFace, Partial FC, DDP).")
+
+    def add(flag: str, text: str = "", *aliases: str, **kw):
+        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+        p.add_argument(flag, *aliases, dest=name, help=help_default(TrainConfig, name, text), **kw)
+
+    add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
+                  "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
+    add("--backbone", "baseline backbone when no --arch")
+    add("--data", "emore folder (train.rec/idx, property, *.bin); default: demo data", metavar="DIR")
+    p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU")
+    add("--epochs", "", type=int)
+    add("--batch-size", "per process", type=int)
+    add("--lr", "peak learning rate (alias --lr-max)", "--lr-max", type=float)
+    add("--lr-min", "SGDR floor", type=float)
+    add("--schedule", "sgdr (T0, T_mult) or poly", choices=["sgdr", "poly"])
+    add("--t0", "first SGDR cycle in epochs", type=int)
+    add("--t-mult", "SGDR cycle growth", type=int)
+    add("--momentum", "SGD momentum", type=float)
+    add("--weight-decay", "", type=float)
+    add("--margin", "cos(m1*theta + m2) - m3 with the kind's m1..m3", choices=sorted(MARGINS))
+    add("--margin-m1", "cos(m1*theta + m2) - m3", dest="m1", type=float)
+    add("--margin-m2", "(alias --margin-m)", "--margin-m", dest="m2", type=float)
+    add("--margin-m3", "", dest="m3", type=float)
+    add("--scale", "logit scale s (alias --margin-s)", "--margin-s", type=float)
+    add("--embedding-size", "default: the architecture's (512)", type=int)
+    add("--width", "channel multiplier override (CPU-sized runs)", type=float)
+    add("--input-size", "input size override; images are resized", type=int)
+    add("--sample-rate", "Partial FC negative-class sampling rate", type=float)
+    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--fp16", dest="amp", action="store_const", const="fp16", help="alias of --amp fp16")
+    add("--grad-clip", "backbone gradient norm clip, 0 = off", type=float)
+    add("--augment", "", choices=["flip", "strong", "none"])
+    add("--verify-every", "verify every N steps (0 = every epoch)", type=int, metavar="N")
+    add("--verify-batch", "", type=int)
+    add("--bench", "benchmarks DATA/<name>.bin")
+    add("--checkpoint-every", "steps between last.pt", type=int, metavar="N")
+    add("--log-every", "steps between train.csv rows", type=int, metavar="N")
+    add("--max-steps", "stop after N steps (resumable)", type=int, metavar="N")
+    add("--seed", "", type=int)
+    add("--workers", "DataLoader workers per process", type=int)
+    add("--device", "", choices=["auto", "cpu", "cuda"])
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    force = args.pop("force", False)
+    out, resume, preset = args.pop("out", None), args.pop("resume", None), args.pop("preset", None)
+    if resume:
+        if out:
+            raise UserError("--resume continues RUN_DIR with its stored options; drop --out")
+        args.setdefault("max_steps", None)  # a stored --max-steps was the stop just resumed from
+        cfg = resolve_config(args, preset, stored=read_run_config(resume), where=resume)
+    else:
+        cfg = resolve_config(args, preset=preset)
+    summary = train(cfg, out=resume or out, resume=bool(resume), force=force)
+    if os.environ.get("RANK", "0") == "0":
+        print(format_summary(summary))
+    return 0
+
+
+def format_summary(summary: dict) -> str:
+    state = "stopped" if summary["stopped"] else "finished"
+    lines = [f"{state} at step {summary['step']} (epoch {summary['epoch']:.2f}); run dir {summary['run_dir']}"]
+    for name, metrics in (summary.get("verify") or {}).items():
+        lines.append(f"  {name:10s} accuracy {100 * metrics['accuracy']:.2f}% +- {100 * metrics['std']:.2f}")
+    if summary.get("best_mean_acc") is not None:
+        lines.append(f"  best mean accuracy {summary['best_mean_acc']:.2f}% (best.pt)")
+    return "\n".join(lines)
+

@@ -1,0 +1,151 @@
+"""python -m facenar.verify: 10-fold verification accuracy of a model on insightface .bin files.
+
+  python -m facenar.verify --bench lfw,cfp_fp,agedb_30 --data DIR --model PATH
+     [--batch-size 256] [--no-flip] [--json F] [--csv F] [--plot F] [--embeddings F.npz]
+     [--device auto|cpu|cuda] [--workers N] [--force]
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+import warnings
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from data_tools.atomic import atomic_open, check_writable, write_text_atomic
+from data_tools.cli import UserError
+from facenar.verify import metrics
+from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
+                                    verify_benches)
+from facenar.dist import resolve_device
+
+
+def _cell(value, digits: int, scale: float = 1.0) -> str:
+    return "n/a" if math.isnan(value) else f"{value * scale:.{digits}f}"
+
+
+def format_table(results: Mapping[str, dict]) -> str:
+    """One row per bench; accuracy and VAL in percent as insightface prints them."""
+    header = ("bench", "pairs", "accuracy %", "threshold", "VAL@FAR=1e-3 %", "FAR", "AUC", "XNorm")
+    rows = [header]
+    for name, m in results.items():
+        rows.append((name, str(m["pairs"]),
+                     f"{_cell(m['accuracy'], 2, 100)} +- {_cell(m['std'], 2, 100)}",
+                     _cell(m["threshold"], 3),
+                     "n/a" if math.isnan(m["val"]) else f"{_cell(m['val'], 2, 100)} +- {_cell(m['val_std'], 2, 100)}",
+                     "n/a" if math.isnan(m["far"]) else f"{m['far']:.2e}",
+                     _cell(m["auc"], 4), _cell(m["xnorm"], 3)))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(m: dict) -> dict:
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in m.items()}
+
+
+def write_json(path, results: Mapping[str, dict]) -> None:
+    write_text_atomic(path, json.dumps({n: _jsonable(m) for n, m in results.items()}, indent=2) + "\n")
+
+
+def write_csv(path, results: Mapping[str, dict]) -> None:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(("bench", *COLUMNS))
+    for name, m in results.items():
+        writer.writerow((name, *("" if m[k] is None or (isinstance(m[k], float) and math.isnan(m[k]))
+                                 else repr(m[k]) for k in COLUMNS)))
+    write_text_atomic(path, buffer.getvalue())
+
+
+def write_plot(path, results: Mapping[str, BenchResult]) -> None:
+    """ROC curves (TAR against FAR, log FAR axis) of every bench on one figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5))
+    for name, result in results.items():
+        if math.isnan(result.metrics["auc"]):
+            continue                                # one class only: no ROC curve
+        fpr, tpr = metrics.roc_curve(result.distances, result.issame)
+        ax.plot(np.maximum(fpr, 1e-4), tpr, label=f"{name} (AUC {result.metrics['auc']:.4f})")
+    ax.set(xscale="log", xlim=(1e-4, 1), ylim=(0, 1.01), xlabel="FAR (false accept rate)",
+           ylabel="TAR (true accept rate)", title="Verification ROC")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    with atomic_open(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def write_embeddings(path, results: Mapping[str, BenchResult]) -> None:
+    arrays = {}
+    for name, result in results.items():
+        arrays[f"{name}_embeddings"] = result.embeddings.astype(np.float32)
+        arrays[f"{name}_issame"] = result.issame
+    with atomic_open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m facenar.verify",
+                                description="10-fold verification accuracy (insightface protocol) on .bin pair files.")
+    p.add_argument("--bench", default="lfw,cfp_fp,agedb_30",
+                   help="comma-separated names (DIR/NAME.bin) or .bin paths (default lfw,cfp_fp,agedb_30)")
+    p.add_argument("--data", help="folder holding the .bin files (default: the built-in demo data)")
+    p.add_argument("--model", help="facenar checkpoint (.pt) or insightface-layout .onnx "
+                                   "(default: newest runs/*/best.pt)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--no-flip", action="store_true", help="embed plain images only (no flip sum)")
+    p.add_argument("--json", help="write the metrics as JSON")
+    p.add_argument("--csv", help="write the metrics as CSV")
+    p.add_argument("--plot", help="write ROC curves (PNG)")
+    p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default min(8, CPUs))")
+    p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    outputs = [o for o in (args.json, args.csv, args.plot, args.embeddings) if o]
+    for out in outputs:
+        check_writable(out, args.force)
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {args.workers})")
+    benches = resolve_benches(args.bench, args.data)
+    model_path = args.model
+    if model_path is None:
+        model_path = find_default_model()
+        print(f"using the newest trained checkpoint: {model_path}", file=sys.stderr)
+    device = resolve_device(args.device)
+    embedder = load_embedder(model_path, device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        results = verify_benches(embedder, benches, args.batch_size, not args.no_flip, args.workers)
+    for warning in caught:
+        print(f"warning: {warning.message}", file=sys.stderr)
+    table = {name: r.metrics for name, r in results.items()}
+    print(format_table(table))
+    if args.json:
+        write_json(args.json, table)
+    if args.csv:
+        write_csv(args.csv, table)
+    if args.plot:
+        write_plot(args.plot, results)
+    if args.embeddings:
+        write_embeddings(args.embeddings, results)
+    for out in outputs:
+        print(f"wrote {os.fspath(out)}", file=sys.stderr)
+    return 0
+
