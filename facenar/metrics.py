@@ -102,12 +102,12 @@ def far_thresholds(far_train: np.ndarray, thresholds: np.ndarray, far_target: fl
     far_train = np.atleast_2d(far_train)
     rows, last = np.arange(len(far_train)), far_train.shape[1] - 1
     below = np.sum(far_train <= far_target, axis=1)           # FAR is non-decreasing in thr
-    l = np.clip(below - 1, 0, last - 1)
-    x0, x1 = far_train[rows, l], far_train[rows, l + 1]
+    span = np.clip(below - 1, 0, last - 1)                    # l, as scipy's interval search
+    x0, x1 = far_train[rows, span], far_train[rows, span + 1]
     usable = (far_train.max(axis=1) >= far_target) & (below > 0) & (x1 > x0)
     with np.errstate(divide="ignore", invalid="ignore"):
         w = 1.0 / (x1 - x0)
-        blend = thresholds[l] * (w * (x1 - far_target)) + thresholds[l + 1] * (w * (far_target - x0))
+        blend = thresholds[span] * (w * (x1 - far_target)) + thresholds[span + 1] * (w * (far_target - x0))
     return np.where(usable, blend, 0.0)
 
 
