@@ -1,6 +1,6 @@
 """Verification speed: the vectorised protocol against plain loops, and embedding throughput.
 
-(1) facenar.metrics.evaluate_distances against facenar.metrics_reference.reference_evaluate (the
+(1) facenar.verify.metrics.evaluate_distances against facenar.verify.metrics_reference.reference_evaluate (the
 plain folds x thresholds loops insightface runs, also the tests' oracle) on 6,000 pairs, LFW's
 size; both must give the same numbers. (2) images/s of the verification pipeline for a tiny
 facenar model: .bin JPEGs decoded once (1 thread vs a thread pool), then embedded with flip
@@ -52,8 +52,8 @@ def _metric_rows(quick: bool) -> list[dict]:
                               repeats=3 if quick else 7, warmup=0)
     ratio = median(times["plain"]) / median(times["vectorised"])
     rows = []
-    for name, label in (("plain", "protocol, plain loops (facenar.metrics_reference)"),
-                        ("vectorised", "protocol, vectorised (facenar.metrics)")):
+    for name, label in (("plain", "protocol, plain loops (facenar.verify.metrics_reference)"),
+                        ("vectorised", "protocol, vectorised (facenar.verify.metrics)")):
         rows.append({"task": label, "size": f"{PAIRS} pairs", "median_s": median(times[name]),
                      "spread": f"±{100 * spread(times[name]):.0f}%", "rate": "",
                      "speed_up": round(ratio, 1) if name == "vectorised" else 1.0})

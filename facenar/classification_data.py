@@ -1,6 +1,6 @@
 """Classification images as training tensors: CIFAR-10 arrays and ImageFolder trees.
 
-Augmentation draws from NumPy's global RNG, which facenar.train_data.SeededSamples seeds per
+Augmentation draws from NumPy's global RNG, which facenar.data.SeededSamples seeds per
 (seed, epoch, index), so wrapped in it the crops and flips depend on neither worker count nor
 resume point. Pipelines are the standard ones the paper's numbers assume: CIFAR 4-pixel zero pad
 + random 32x32 crop + flip; ImageNet RandomResizedCrop 224 + flip for training, resize 256 +

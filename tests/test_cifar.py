@@ -240,7 +240,7 @@ def test_make_demo_cifar_cli_refuses_existing_output(tmp_path, capsys):
 
 def test_cifar_training_tensors(small_demo):
     from facenar.classification_data import CIFAR10_MEAN, CIFAR10_STD, open_cifar10
-    from facenar.train_data import SeededSamples
+    from facenar.data import SeededSamples
 
     search_train = open_cifar10(small_demo, "search_train", seed=1)
     search_val = open_cifar10(small_demo, "search_val", seed=1)

@@ -110,7 +110,7 @@ def test_random_resized_crop_bounds():
 
 def test_imagenet_style_tensors(tree):
     from facenar.classification_data import IMAGENET_MEAN, IMAGENET_STD, FolderImages
-    from facenar.train_data import SeededSamples
+    from facenar.data import SeededSamples
 
     train, val = scan_imagefolder(tree)
     samples = SeededSamples(FolderImages(train, train=True, size=32, resize=36), seed=3)

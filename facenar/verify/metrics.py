@@ -1,9 +1,11 @@
-"""The insightface verification protocol on pair distances, vectorised (numpy only).
+"""The insightface verification protocol on pair distances, vectorised.
 
 Numbers must equal insightface's `eval/verification.py` on the same embeddings, so the grids,
 the fold split, the tie rules and the float divisions follow it exactly; only the loops are gone:
 every distance is bucketed once against the sorted threshold grid, and a cumulative sum gives
-the confusion counts of all thresholds of all folds at the same time.
+the confusion counts of all thresholds of all folds at the same time. The folds come from
+sklearn's KFold and the plotted ROC curve from sklearn's roc_curve; the AUC stays hand-written
+(see roc_auc).
 
 Beyond insightface (which crashes there): when a fold or the whole set lacks positives or
 negatives, the rates that need them are NaN; fold means skip NaN folds, and all-NaN gives NaN.
@@ -38,14 +40,17 @@ def pair_distances(embeddings: np.ndarray) -> np.ndarray:
 
 
 def fold_ids(num_pairs: int, num_folds: int = NUM_FOLDS) -> np.ndarray:
-    """Fold index of every pair: contiguous folds, the first num_pairs % num_folds one pair larger
-    (sklearn KFold without shuffle, as insightface uses)."""
+    """Fold index of every pair, from sklearn's KFold without shuffle: the split insightface uses
+    (contiguous folds, the first num_pairs % num_folds one pair larger)."""
     if num_pairs < num_folds:
         raise UserError(f"{num_pairs} pairs cannot be split into {num_folds} folds; "
                         f"a verification set needs at least {num_folds} pairs")
-    sizes = np.full(num_folds, num_pairs // num_folds)
-    sizes[: num_pairs % num_folds] += 1
-    return np.repeat(np.arange(num_folds), sizes)
+    from sklearn.model_selection import KFold      # ~1 s to import: only evaluation pays it
+
+    ids = np.empty(num_pairs, dtype=np.int64)
+    for fold, (_, held_out) in enumerate(KFold(n_splits=num_folds, shuffle=False).split(ids)):
+        ids[held_out] = fold
+    return ids
 
 
 def _below_counts(dist: np.ndarray, mask: np.ndarray, folds: np.ndarray, num_folds: int,
@@ -83,12 +88,27 @@ def accuracy_folds(dist: np.ndarray, issame: np.ndarray, thresholds: np.ndarray 
     return correct[rows, best] / size, thresholds[best]
 
 
-def _far_threshold(far_train: np.ndarray, thresholds: np.ndarray, far_target: float) -> float:
-    """Threshold where the train FAR curve reaches far_target (0 when it never does)."""
-    if np.isnan(far_train).all() or np.max(far_train) < far_target:
-        return 0.0
-    far_values, first = np.unique(far_train, return_index=True)
-    return float(np.interp(far_target, far_values, thresholds[first]))
+def far_thresholds(far_train: np.ndarray, thresholds: np.ndarray, far_target: float) -> np.ndarray:
+    """Per row (fold), the threshold insightface's `interp1d(far, thr, kind='slinear')(far_target)`
+    gave on scipy <= 1.8, which produced every published VAL figure (newer scipy refuses the
+    repeated FAR values of the flat runs).
+
+    That interpolant is a degree-1 B-spline with knots [far0, far..., far_last]; evaluating it picks
+    l = the LAST index with FAR <= target (at most the second last) and blends thr[l] and thr[l+1]
+    with de Boor's weights, computed here in the same float order. A zero-width span (the curve
+    ends on a flat run exactly at the target) gives 0, as scipy did. 0 also when FAR never reaches
+    the target, as insightface, and for a row without negatives (NaN FAR), where it would crash.
+    """
+    far_train = np.atleast_2d(far_train)
+    rows, last = np.arange(len(far_train)), far_train.shape[1] - 1
+    below = np.sum(far_train <= far_target, axis=1)           # FAR is non-decreasing in thr
+    span = np.clip(below - 1, 0, last - 1)                    # l, as scipy's interval search
+    x0, x1 = far_train[rows, span], far_train[rows, span + 1]
+    usable = (far_train.max(axis=1) >= far_target) & (below > 0) & (x1 > x0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = 1.0 / (x1 - x0)
+        blend = thresholds[span] * (w * (x1 - far_target)) + thresholds[span + 1] * (w * (far_target - x0))
+    return np.where(usable, blend, 0.0)
 
 
 def val_far_folds(dist: np.ndarray, issame: np.ndarray, far_target: float = FAR_TARGET,
@@ -102,30 +122,25 @@ def val_far_folds(dist: np.ndarray, issame: np.ndarray, far_target: float = FAR_
     pos = np.bincount(folds[issame], minlength=num_folds)
     fp_train = fp.sum(0, keepdims=True) - fp
     far_train = _safe_ratio(fp_train, (neg.sum() - neg)[:, None])
-    val, far = np.empty(num_folds), np.empty(num_folds)
-    for fold in range(num_folds):
-        threshold = _far_threshold(far_train[fold], thresholds, far_target)
-        held = folds == fold
-        accept = dist[held] < threshold
-        same = issame[held]
-        val[fold] = _safe_ratio(np.sum(accept & same), pos[fold])
-        far[fold] = _safe_ratio(np.sum(accept & ~same), neg[fold])
+    accept = dist < far_thresholds(far_train, thresholds, far_target)[folds]
+    val = _safe_ratio(np.bincount(folds[accept & issame], minlength=num_folds), pos)
+    far = _safe_ratio(np.bincount(folds[accept & ~issame], minlength=num_folds), neg)
     return val, far
 
 
 def roc_curve(dist: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(FAR, TAR) at every distinct distance, accepting dist <= d, starting at (0, 0)."""
-    dist, issame = np.asarray(dist, dtype=np.float64), np.asarray(issame, dtype=bool)
-    order = np.argsort(dist, kind="stable")
-    d, same = dist[order], issame[order]
-    last_of_value = np.r_[d[1:] != d[:-1], True]
-    tpr = _safe_ratio(np.cumsum(same)[last_of_value], same.sum())
-    fpr = _safe_ratio(np.cumsum(~same)[last_of_value], (~same).sum())
-    return np.r_[0.0, fpr], np.r_[0.0, tpr]
+    """(FAR, TAR) at every distinct distance, accepting dist <= d, starting at (0, 0) (for plots)."""
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    fpr, tpr, _ = sklearn_roc_curve(np.asarray(issame, dtype=bool), -np.asarray(dist, dtype=np.float64),
+                                    drop_intermediate=False)
+    return fpr, tpr
 
 
 def roc_auc(dist: np.ndarray, issame: np.ndarray) -> float:
-    """Area under the ROC curve of score = -dist (ties count one half); NaN without both classes."""
+    """Area under the ROC curve of score = -dist (ties count one half); NaN without both classes.
+    Equals sklearn's roc_auc_score (tested) in 1/10 to 1/20 of its time (7 ms at 6,000 pairs,
+    more than the rest of the protocol together)."""
     dist, issame = np.asarray(dist, dtype=np.float64), np.asarray(issame, dtype=bool)
     pos, neg = np.sort(dist[issame]), np.sort(dist[~issame])
     if len(pos) == 0 or len(neg) == 0:

@@ -1,13 +1,16 @@
-"""A deliberately plain loop version of the verification protocol: the oracle for facenar.metrics.
+"""A deliberately plain loop version of the verification protocol: the oracle for facenar.verify.metrics.
 
 It walks folds x thresholds the way insightface's eval/verification.py does (one numpy pass over
-the pairs per threshold), shares no code with facenar.metrics, and is what the exactness tests
+the pairs per threshold), shares no code with facenar.verify.metrics, and is what the exactness tests
 and `benchmarks.verification` compare the vectorised version against. Not for production use:
-it is ~100x slower. The NaN rules for a missing class mirror facenar.metrics' documented ones.
+it is ~100x slower. The NaN rules for a missing class mirror facenar.verify.metrics' documented ones.
+VAL's threshold comes from scipy's own B-spline evaluator set up as scipy <= 1.8's interp1d
+(old_slinear), not from facenar.verify.metrics' closed form.
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy.interpolate import BSpline
 
 
 def _folds(num_pairs: int, num_folds: int) -> list[np.ndarray]:
@@ -50,9 +53,18 @@ def reference_accuracy(dist, issame, thresholds, num_folds=10) -> tuple[np.ndarr
     return np.array(accuracy), np.array(chosen)
 
 
+def old_slinear(x, y):
+    """scipy <= 1.8's `interp1d(x, y, kind='slinear')`, which insightface's VAL relies on and newer
+    scipy refuses when x repeats: a stable sort of x, then make_interp_spline(k=1)'s knots
+    [x0, x..., x_last] with coefficients y, evaluated by scipy's own B-spline code."""
+    order = np.argsort(x, kind="mergesort")
+    xs, ys = np.asarray(x, dtype=np.float64)[order], np.asarray(y, dtype=np.float64)[order]
+    return BSpline.construct_fast(np.r_[xs[0], xs, xs[-1]], ys, 1)
+
+
 def reference_val_far(dist, issame, thresholds, far_target=1e-3,
                       num_folds=10) -> tuple[np.ndarray, np.ndarray]:
-    """Held-out VAL and FAR per fold, by explicit loops."""
+    """Held-out VAL and FAR per fold, by explicit loops, thresholds as insightface's calculate_val."""
     dist, issame = np.asarray(dist, dtype=np.float64), np.asarray(issame, dtype=bool)
     val, far = [], []
     for test in _folds(len(dist), num_folds):
@@ -64,14 +76,7 @@ def reference_val_far(dist, issame, thresholds, far_target=1e-3,
         far_train = np.array(far_train)
         threshold = 0.0
         if not np.isnan(far_train).any() and far_train.max() >= far_target:
-            # Collapse repeated FAR values (keep the first threshold of each), then interpolate.
-            xs, ys = [], []
-            for value, thr in zip(far_train, thresholds):
-                if value not in xs:
-                    xs.append(value)
-                    ys.append(thr)
-            order = np.argsort(xs, kind="stable")
-            threshold = float(np.interp(far_target, np.array(xs)[order], np.array(ys)[order]))
+            threshold = float(old_slinear(far_train, thresholds)(far_target))
         tp, fp, tn, fn = _counts(threshold, dist[test], issame[test])
         val.append(_ratio(tp, tp + fn))
         far.append(_ratio(fp, fp + tn))
@@ -91,7 +96,7 @@ def reference_auc(dist, issame) -> float:
 
 
 def reference_evaluate(dist, issame, num_folds=10) -> dict:
-    """The same report as facenar.metrics.evaluate_distances, from the loops above."""
+    """The same report as facenar.verify.metrics.evaluate_distances, from the loops above."""
     issame = np.asarray(issame, dtype=bool)
     accuracy, chosen = reference_accuracy(dist, issame, np.arange(0, 4, 0.01), num_folds)
     val, far = reference_val_far(dist, issame, np.arange(0, 4, 0.001), 1e-3, num_folds)
