@@ -13,12 +13,12 @@ no pool, the usual CIFAR variant); by default inputs of at most 64 px get the ci
 """
 from __future__ import annotations
 
-from torch import nn
 import torch
+from torch import nn
 
 from facenar.arch import GRANULARITIES
 from facenar.backbone import BN_EPS, STAGE_WIDTHS, BlockSpec, ConvSite, OpFactory, scale_channels
-from facenar.ops import build_op
+from facenar.ops import PAPER_OPS, build_op
 
 # BasicBlocks per stage (He et al.; torchvision).
 RESNET_BACKBONES: dict[str, tuple[int, int, int, int]] = {"resnet18": (2, 2, 2, 2)}
@@ -159,14 +159,18 @@ class ResNet(nn.Module):
         return self.dropout(torch.flatten(self.avgpool(x), 1))
 
 
-def build_child(arch, dropout: float = 0.0, stem: str | None = None) -> ResNet:
-    """The network an architecture (anything with Arch's fields) describes, holding only its chosen ops."""
-    ops = arch.ops
+def fixed_ops(ops: list[str]) -> OpFactory:
+    """make_op for a child: slot i gets the single operator ops[i]."""
 
     def make_op(slot: int, cin: int, cout: int, stride: int) -> nn.Module:
         return build_op(ops[slot], cin, cout, stride)
 
-    return ResNet(arch.backbone, make_op, arch.width, arch.input_size, arch.embedding_size,
+    return make_op
+
+
+def build_child(arch, dropout: float = 0.0, stem: str | None = None) -> ResNet:
+    """The network an architecture (anything with Arch's fields) describes, holding only its chosen ops."""
+    return ResNet(arch.backbone, fixed_ops(arch.ops), arch.width, arch.input_size, arch.embedding_size,
                   arch.granularity, dropout, stem)
 
 
@@ -210,8 +214,7 @@ def resnet_cost(codes, granularity: str = "block", input_size: int = 224, num_cl
     Linear(feature -> num_classes) classifier (none if num_classes is 0), counted on the meta device.
     Parameters always include BN and the classifier; `convention` only changes the MAC count.
     """
-    from facenar.cost import CostReport, count_macs, count_params
-    from facenar.ops import PAPER_OPS
+    from facenar.cost import CostReport, count_macs, count_params  # here: facenar.cost will import this module
 
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
@@ -219,10 +222,11 @@ def resnet_cost(codes, granularity: str = "block", input_size: int = 224, num_cl
     if len(codes) != num_slots(backbone, granularity):
         raise ValueError(f"{backbone} with {granularity} granularity has {num_slots(backbone, granularity)} "
                          f"slots, got {len(codes)} codes")
+    if any(not 0 <= code < len(candidates) for code in codes):
+        raise ValueError(f"operator codes must be in 0..{len(candidates) - 1}, got {list(codes)}")
     ops = [candidates[code] for code in codes]
     with torch.device("meta"):
-        model = ResNet(backbone, lambda slot, cin, cout, stride: build_op(ops[slot], cin, cout, stride),
-                       width, input_size, None, granularity, stem=stem)
+        model = ResNet(backbone, fixed_ops(ops), width, input_size, None, granularity, stem=stem)
         head = nn.Linear(model.embedding_size, num_classes) if num_classes else nn.Identity()
     macs = count_macs(nn.Sequential(model, head), (1, 3, input_size, input_size))
     rules = CONVENTIONS[convention]

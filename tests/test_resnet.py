@@ -9,7 +9,7 @@ import torch
 
 from facenar.cost import count_params, op_cost
 from facenar.ops import PAPER_OPS, build_op
-from facenar.resnet import CONVENTIONS, ResNet, build_child, conv_sites, num_slots, resnet_cost
+from facenar.resnet import CONVENTIONS, ResNet, build_child, conv_sites, fixed_ops, num_slots, resnet_cost
 from facenar.supernet import OpChoice
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
@@ -32,7 +32,8 @@ def test_stems_and_shapes(size, stem, first_kernel, pooled):
     model = build_child(_arch([0] * 8, "block", size))
     assert model.stem == stem and model.conv1.kernel_size == (first_kernel, first_kernel)
     assert isinstance(model.maxpool, torch.nn.MaxPool2d) == pooled
-    assert model(torch.randn(2, 3, size, size)).shape == (2, 64)
+    features = model(torch.randn(2, 3, size, size))
+    assert features.shape == (2, 64) and (features >= 0).all()  # ReLU after the add, then average
     explicit = build_child(_arch([0] * 8, "block", 32), stem="imagenet")
     assert explicit.stem == "imagenet" and explicit.eval()(torch.randn(1, 3, 32, 32)).shape == (1, 64)
 
@@ -140,6 +141,8 @@ def test_conventions_differ_only_by_their_parts():
         resnet_cost([0] * 8, convention="thop")
     with pytest.raises(ValueError, match="16 slots"):
         resnet_cost([0] * 8, "conv")
+    with pytest.raises(ValueError, match="codes must be in 0..3"):
+        resnet_cost([0] * 7 + [-1])
     assert set(CONVENTIONS) >= {"torch", "no_fc"}
 
 
@@ -158,9 +161,11 @@ def test_resnet18_16_reconstruction_is_the_documented_set():
         codes = [1, 0, 0, 2, 0, 0, 0, 0, 1, 0, *tail]
         params = base.params + sum(delta[slot, c][0] for slot, c in enumerate(codes))
         macs = base.macs + sum(delta[slot, c][1] for slot, c in enumerate(codes))
-        if abs(params / 0.92e7 - 1) < PARAMS_TOLERANCE and abs(macs / base.macs - 1.41 / 1.76) < SAVING_TOLERANCE:
+        saving_error = abs(macs / base.macs - 1.41 / 1.76)
+        if abs(params / 0.92e7 - 1) < PARAMS_TOLERANCE and saving_error < SAVING_TOLERANCE:
             found.append(tail)
-    expected = [tuple(code if i == slot else 0 for i in range(10, 16)) for slot in (13, 14, 15) for code in (1, 2, 3)]
+    expected = [tuple(code if i == slot else 0 for i in range(10, 16))
+                for slot in (13, 14, 15) for code in (1, 2, 3)]
     assert sorted(found) == sorted(expected)
     chosen = json.loads((ARCHS / "resnet18_16_paper.json").read_text())["codes"]
     assert tuple(chosen[10:]) in found
@@ -168,4 +173,4 @@ def test_resnet18_16_reconstruction_is_the_documented_set():
 
 def test_embedding_size_must_match_feature():
     with pytest.raises(ValueError, match="embedding_size must be 64"):
-        ResNet("resnet18", lambda *a: build_op("conv3x3", *a[1:]), width=0.125, input_size=32, embedding_size=128)
+        ResNet("resnet18", fixed_ops(["conv3x3"] * 8), width=0.125, input_size=32, embedding_size=128)
