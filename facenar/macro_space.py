@@ -6,8 +6,8 @@ node k and, for k >= 1, adds the nodes j < k whose skip bit is set, then applies
 which is ENAS's search-time layer (the official general_child `_enas_layer`: sum, then BN). The
 channel count stays constant, as in ENAS's search network. After layers L//3-1 and 2L//3-1 every
 node still needed later goes through its own factorized reduction (stride 2, no information lost
-to striding), as ENAS does at its pool layers. Global average pooling then gives the features
-(and an optional linear classifier the logits).
+to striding), as ENAS does at its pool layers. Global average pooling then gives the features;
+with num_classes > 0, dropout and a linear classifier give the logits (ENAS's head).
 
 Flat codes (what the controller samples and `MacroSupernet.forward` takes) are ENAS's arc
 format: per layer k, [op code, skip bit to node 0, ..., skip bit to node k-1], layer after layer,
@@ -80,7 +80,8 @@ def num_codes(num_layers: int) -> int:
     return num_layers + num_layers * (num_layers - 1) // 2
 
 
-def split_codes(codes: Sequence[int], num_layers: int, num_ops: int = len(MACRO_OPS)) -> tuple[list[int], list[list[int]]]:
+def split_codes(codes: Sequence[int], num_layers: int,
+                num_ops: int = len(MACRO_OPS)) -> tuple[list[int], list[list[int]]]:
     """Flat ENAS codes -> (op code per layer, skip bits per layer); ValueError on a malformed list."""
     codes = [int(c) for c in codes]
     if len(codes) != num_codes(num_layers):
@@ -242,8 +243,8 @@ class _MacroNet(nn.Module):
             if layer in pools:
                 nodes = [self.reduce[f"{layer}_{n}"](t) if (layer, n) in needed else None
                          for n, t in enumerate(nodes)]
-        features = self.dropout(nodes[-1].mean(dim=(2, 3)))
-        return self.fc(features) if self.fc is not None else features
+        features = nodes[-1].mean(dim=(2, 3))
+        return self.fc(self.dropout(features)) if self.fc is not None else features
 
 
 class MacroSupernet(_MacroNet):
