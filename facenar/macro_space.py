@@ -102,6 +102,14 @@ def join_codes(ops: Sequence[int], skips: Sequence[Sequence[int]]) -> list[int]:
     return [int(c) for op, row in zip(ops, skips) for c in (op, *row)]
 
 
+def random_codes(num_layers: int, count: int, generator: torch.Generator | None = None) -> list[list[int]]:
+    """`count` uniform architectures (ops uniform, each skip a fair coin): PreTrain's sampler."""
+    ops = torch.randint(0, len(MACRO_OPS), (count, num_layers), generator=generator).tolist()
+    bits = torch.randint(0, 2, (count, num_codes(num_layers) - num_layers), generator=generator).tolist()
+    return [join_codes(row, [flat[k * (k - 1) // 2:k * (k + 1) // 2] for k in range(num_layers)])
+            for row, flat in zip(ops, bits)]
+
+
 def needed_reductions(skips: Sequence[Sequence[int]], num_layers: int) -> set[tuple[int, int]]:
     """(pool layer, node) pairs whose reduced node some later layer reads (as input or skip)."""
     last_read: dict[int, int] = {}

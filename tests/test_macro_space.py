@@ -8,7 +8,8 @@ import torch
 from data_tools.cli import UserError
 from facenar.cost import count_params
 from facenar.macro_space import (MACRO_OPS, MacroArch, MacroChild, MacroSupernet, child_from_supernet, join_codes,
-                                 macro_cost, needed_reductions, num_codes, pool_layers, split_codes)
+                                 macro_cost, needed_reductions, num_codes, pool_layers, random_codes,
+                                 split_codes)
 
 LAYERS = 6
 SPACE = dict(channels=8, input_size=16)
@@ -36,6 +37,12 @@ def test_layout_follows_enas():
     codes = _random_codes(0)
     ops, skips = split_codes(codes, LAYERS)
     assert [len(row) for row in skips] == list(range(LAYERS)) and join_codes(ops, skips) == codes
+    drawn = random_codes(LAYERS, 200, torch.Generator().manual_seed(0))
+    assert drawn == random_codes(LAYERS, 200, torch.Generator().manual_seed(0))
+    splits = [split_codes(c, LAYERS) for c in drawn]
+    assert {op for ops, _ in splits for op in ops} == set(range(len(MACRO_OPS)))
+    density = sum(sum(map(sum, skips)) for _, skips in splits) / (200 * 15)
+    assert 0.45 < density < 0.55
     # node 0 (stem) read only by layer 0 and a skip from layer 2: reduced at pool 1, not at pool 3
     skips = [[0] * k for k in range(LAYERS)]
     skips[2][0] = 1
