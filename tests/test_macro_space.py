@@ -173,3 +173,15 @@ def test_missing_fields_and_broken_file(tmp_path):
     broken.write_text("{")
     with pytest.raises(UserError, match="not valid JSON"):
         MacroArch.load(broken)
+
+
+def test_child_equals_supernet_with_dropout_in_train_mode():
+    supernet = MacroSupernet(LAYERS, dropout=0.5, **SPACE).train()
+    codes = _random_codes(4)
+    child = child_from_supernet(supernet, supernet.make_arch(codes))
+    x = torch.randn(3, 3, 16, 16)
+    with torch.no_grad():
+        torch.manual_seed(9)
+        expected = supernet(x, codes)
+        torch.manual_seed(9)
+        assert torch.allclose(expected, child(x), atol=1e-5)
