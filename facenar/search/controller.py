@@ -6,7 +6,7 @@ so it can be checked against rewards with a known optimum before it steers a rea
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
@@ -17,11 +17,17 @@ RewardFn = Callable[[list[int]], float]
 
 @dataclass
 class Sample:
-    """A batch of sampled architectures with what REINFORCE needs (both summed over slots)."""
+    """A batch of sampled architectures with what REINFORCE needs (both summed over slots).
+
+    A controller may add a differentiable `penalty` [M] (added to the loss, e.g. ENAS's skip
+    penalty) and detached per-sample `stats` [M] that the trainer reports as batch means.
+    """
 
     codes: list[list[int]]
     log_prob: torch.Tensor  # [M]
     entropy: torch.Tensor  # [M]
+    penalty: torch.Tensor | None = None  # [M]
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Controller(nn.Module):
@@ -124,6 +130,8 @@ class Reinforce:
             self.baseline = float(shaped.mean())
         advantage = shaped - self.baseline
         loss = -(drawn.log_prob * advantage).mean()
+        if drawn.penalty is not None:
+            loss = loss + drawn.penalty.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
@@ -131,7 +139,8 @@ class Reinforce:
         best = int(rewards.argmax())
         return {"reward_mean": float(rewards.mean()), "reward_max": float(rewards[best]),
                 "best_codes": drawn.codes[best], "entropy": float(drawn.entropy.detach().mean()),
-                "baseline": self.baseline, "codes": drawn.codes, "rewards": rewards.tolist()}
+                "baseline": self.baseline, "codes": drawn.codes, "rewards": rewards.tolist(),
+                **{name: float(value.mean()) for name, value in drawn.stats.items()}}
 
     def state_dict(self) -> dict:
         return {"controller": self.controller.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -145,11 +154,11 @@ class Reinforce:
 
 def reinforce(controller: Controller, reward_fn: RewardFn, steps: int, samples_per_step: int = 20,
               seed: int = 0, **hyper) -> list[dict]:
-    """Train `controller` on a plain reward function; history = per-step mean reward and entropy."""
+    """Train `controller` on a plain reward function; history = per-step means (reward, entropy, stats)."""
     generator = torch.Generator().manual_seed(seed)
     trainer = Reinforce(controller, **hyper)
     history = []
     for _ in range(steps):
         stats = trainer.step(lambda batch: [reward_fn(codes) for codes in batch], samples_per_step, generator)
-        history.append({k: stats[k] for k in ("reward_mean", "reward_max", "entropy", "baseline")})
+        history.append({k: v for k, v in stats.items() if k not in ("codes", "rewards", "best_codes")})
     return history
