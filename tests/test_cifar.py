@@ -239,7 +239,7 @@ def test_make_demo_cifar_cli_refuses_existing_output(tmp_path, capsys):
 
 
 def test_cifar_training_tensors(small_demo):
-    from facenar.classification_data import CIFAR10_MEAN, CIFAR10_STD, open_cifar10
+    from facenar.tasks.classification_data import CIFAR10_MEAN, CIFAR10_STD, open_cifar10
     from facenar.data import SeededSamples
 
     search_train = open_cifar10(small_demo, "search_train", seed=1)
@@ -262,7 +262,7 @@ def test_cifar_training_tensors(small_demo):
 
 
 def test_pad_crop_flip_keeps_pixels(small_demo):
-    from facenar.classification_data import CifarImages
+    from facenar.tasks.classification_data import CifarImages
 
     images = np.random.default_rng(0).integers(1, 256, (1, 32, 32, 3), dtype=np.uint8)  # no zero pixels
     dataset = CifarImages(images, np.zeros(1, np.int64), CLASSES, augment=True)

@@ -63,7 +63,7 @@ def test_empty_or_missing_splits(tmp_path):
 
 
 def test_undecodable_image_is_named_when_decoded(tree):
-    from facenar.classification_data import FolderImages
+    from facenar.tasks.classification_data import FolderImages
 
     bad = tree / "train" / "b_dog" / "1.JPEG"
     bad.write_bytes(b"\xff\xd8 this is not really a jpeg")
@@ -97,7 +97,7 @@ def test_reduction_never_upsamples():
 
 
 def test_random_resized_crop_bounds():
-    from facenar.classification_data import random_resized_crop
+    from facenar.tasks.classification_data import random_resized_crop
 
     np.random.seed(0)
     for height, width in ((375, 500), (500, 375), (40, 60), (10, 1000)):
@@ -109,7 +109,7 @@ def test_random_resized_crop_bounds():
 
 
 def test_imagenet_style_tensors(tree):
-    from facenar.classification_data import IMAGENET_MEAN, IMAGENET_STD, FolderImages
+    from facenar.tasks.classification_data import IMAGENET_MEAN, IMAGENET_STD, FolderImages
     from facenar.data import SeededSamples
 
     train, val = scan_imagefolder(tree)
@@ -132,8 +132,8 @@ def test_imagenet_style_tensors(tree):
 
 
 def test_large_jpeg_is_decoded_reduced_and_matches_full_decode(tmp_path, monkeypatch):
-    from facenar import classification_data
-    from facenar.classification_data import IMAGENET_MEAN, IMAGENET_STD, FolderImages
+    from facenar.tasks import classification_data
+    from facenar.tasks.classification_data import IMAGENET_MEAN, IMAGENET_STD, FolderImages
 
     for split in ("train", "val"):
         write_image(tmp_path / split / "a" / "big.jpg", 600, 800)

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from facenar.controller import Reinforce, reinforce
-from facenar.macro_controller import MacroController, bernoulli_kl
-from facenar.macro_space import MACRO_OPS, join_codes, num_codes, split_codes
+from facenar.search.controller import Reinforce, reinforce
+from facenar.search.macro_controller import MacroController, bernoulli_kl
+from facenar.space.macro import MACRO_OPS, join_codes, num_codes, split_codes
 
 LAYERS = 6
 SKIPS = LAYERS * (LAYERS - 1) // 2

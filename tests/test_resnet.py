@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from facenar.cost import count_params, op_cost
-from facenar.ops import PAPER_OPS, build_op
-from facenar.resnet import CONVENTIONS, ResNet, build_child, conv_sites, fixed_ops, num_slots, resnet_cost
-from facenar.supernet import OpChoice
+from facenar.space.cost import count_params, op_cost
+from facenar.space.ops import PAPER_OPS, build_op
+from facenar.space.resnet import CONVENTIONS, ResNet, build_child, conv_sites, fixed_ops, num_slots, resnet_cost
+from facenar.space.supernet import OpChoice
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 TINY = dict(width=0.125, embedding_size=64)

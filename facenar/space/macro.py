@@ -25,8 +25,8 @@ from torch import nn
 
 from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, read_json
-from facenar.arch import dumps
-from facenar.cost import count_macs, count_params
+from facenar.space.arch import dumps
+from facenar.space.cost import count_macs, count_params
 
 # ENAS's branch order (general_child: conv3, sep3, conv5, sep5, avg, max); codes index this.
 MACRO_OPS = ("conv3x3", "sepconv3x3", "conv5x5", "sepconv5x5", "avgpool3x3", "maxpool3x3")
@@ -323,7 +323,7 @@ def child_from_supernet(supernet: MacroSupernet, arch: MacroArch) -> MacroChild:
 
 
 def macro_cost(arch: MacroArch) -> dict:
-    """Parameters and multiply-adds of the stand-alone child (meta device, facenar.cost conventions)."""
+    """Parameters and multiply-adds of the stand-alone child (meta device, facenar.space.cost conventions)."""
     with torch.device("meta"):
         model = MacroChild(arch)
     return {"params": count_params(model), "macs": count_macs(model, (1, 3, arch.input_size, arch.input_size))}

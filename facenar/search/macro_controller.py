@@ -2,7 +2,7 @@
 
 Per layer k it takes two LSTM steps (ENAS general_controller, whole-channels mode):
   1. op step: input = the start vector (k = 0) or the skip summary of layer k-1 (below);
-     op ~ softmax(W_k h) (one output layer per layer, like facenar.controller.Controller).
+     op ~ softmax(W_k h) (one output layer per layer, like facenar.search.controller.Controller).
   2. skip step: input = embedding(op); its hidden state h_k is layer k's anchor. For k >= 1,
      p(skip j -> k) = sigmoid(v^T tanh(W_prev h_j + W_curr h_k)) for every earlier anchor j,
      each bit ~ Bernoulli(p); the next op step's input is sum_j bit_j h_j / (1 + sum_j bit_j).
@@ -10,7 +10,7 @@ Logits pass through tanh_constant * tanh(.), as in ENAS (1.5 there), which bound
 probability away from 0 and 1. ENAS samples a skip from softmax([-a, a]) (= sigmoid(2a)) but
 penalises sigmoid(a); here one p is both sampled and penalised.
 
-Codes are ENAS's flat arc format (facenar.macro_space): per layer [op, k skip bits].
+Codes are ENAS's flat arc format (facenar.space.macro): per layer [op, k skip bits].
 
 Skip statistics per sample (all along the sampled path, over the L(L-1)/2 connections):
   skip_prob: mean p;  skip_kl_half: mean KL(Bernoulli(p) || Bernoulli(0.5)), the paper's Fig. 1
@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facenar.controller import Sample
-from facenar.macro_space import MACRO_OPS, num_codes
+from facenar.search.controller import Sample
+from facenar.space.macro import MACRO_OPS, num_codes
 
 PickOp = Callable[[torch.Tensor, int], torch.Tensor]  # (log-probs [M, ops], code position) -> [M]
 PickSkips = Callable[[torch.Tensor, int], torch.Tensor]  # (p [M, k], first code position) -> [M, k] in {0, 1}
@@ -46,7 +46,7 @@ def bernoulli_kl(p: torch.Tensor, target: float) -> torch.Tensor:
 
 
 class MacroController(nn.Module):
-    """LSTM policy over ENAS macro architectures; same interface as facenar.controller.Controller."""
+    """LSTM policy over ENAS macro architectures; same interface as facenar.search.controller.Controller."""
 
     def __init__(self, num_layers: int, num_ops: int = len(MACRO_OPS), hidden_size: int = 64,
                  tanh_constant: float | None = 1.5, temperature: float | None = None,

@@ -1,6 +1,6 @@
 """torchvision's ResNet-18 with a pluggable operator at every 3x3-conv site (the paper's Tables 4-5).
 
-It mirrors facenar.backbone (iresnet) so the supernet / child / cost machinery works unchanged:
+It mirrors facenar.space.iresnet (iresnet) so the supernet / child / cost machinery works unchanged:
 `block_specs` and `conv_sites` list the same BlockSpec / ConvSite records, and `ResNet(backbone,
 make_op, ...)` calls `make_op(slot, cin, cout, stride)` once per site, so putting an OpChoice at
 each site gives the supernet and putting one op per site gives a child. Module names follow
@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facenar.arch import GRANULARITIES
-from facenar.backbone import BN_EPS, STAGE_WIDTHS, BlockSpec, ConvSite, OpFactory, scale_channels
-from facenar.ops import PAPER_OPS, build_op
+from facenar.space.arch import GRANULARITIES
+from facenar.space.iresnet import BN_EPS, STAGE_WIDTHS, BlockSpec, ConvSite, OpFactory, scale_channels
+from facenar.space.ops import PAPER_OPS, build_op
 
 # BasicBlocks per stage (He et al.; torchvision).
 RESNET_BACKBONES: dict[str, tuple[int, int, int, int]] = {"resnet18": (2, 2, 2, 2)}
@@ -174,7 +174,7 @@ def build_child(arch, dropout: float = 0.0, stem: str | None = None) -> ResNet:
                   arch.granularity, dropout, stem)
 
 
-# FLOP-counting conventions for comparing with published figures. "torch" is facenar.cost's own
+# FLOP-counting conventions for comparing with published figures. "torch" is facenar.space.cost's own
 # (FlopCounterMode: every conv incl. stem and 1x1 shortcuts, plus the classifier; BN, ReLU, adds
 # and pooling count zero); the others drop a part or add pooling windows (one op per window element).
 CONVENTIONS: dict[str, frozenset[str]] = {
@@ -210,11 +210,11 @@ def _pooling_ops(model: ResNet, input_size: int) -> int:
 def resnet_cost(codes, granularity: str = "block", input_size: int = 224, num_classes: int = 1000,
                 convention: str = "torch", width: float = 1.0, candidates=None, stem: str | None = None,
                 backbone: str = "resnet18"):
-    """Parameters and multiply-adds (a facenar.cost.CostReport) of a ResNet child plus a
+    """Parameters and multiply-adds (a facenar.space.cost.CostReport) of a ResNet child plus a
     Linear(feature -> num_classes) classifier (none if num_classes is 0), counted on the meta device.
     Parameters always include BN and the classifier; `convention` only changes the MAC count.
     """
-    from facenar.cost import CostReport, count_macs, count_params  # here: facenar.cost will import this module
+    from facenar.space.cost import CostReport, count_macs, count_params  # here: facenar.space.cost will import this module
 
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
