@@ -16,7 +16,6 @@ import json
 import math
 import multiprocessing
 import os
-import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -26,12 +25,13 @@ import numpy as np
 from data_tools import emore
 from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.binfile import save_bin
-from data_tools.cli import UserError, progress, read_json
+from data_tools.cli import UserError, progress
 from data_tools.outputs import check_outputs
+from data_tools.demo_cache import MARKER, ensure_generated
 from data_tools.paths import demo_data_dir
 
 GENERATOR_VERSION = 1
-MARKER = "demo.json"
+
 SIZE = 112
 FOLDS = 10
 IMAGES_PER_BENCH_ID = 6
@@ -287,33 +287,8 @@ def _readme(params: dict, num_images: int) -> str:
     )
 
 
-def _is_current(folder: Path) -> bool:
-    try:
-        marker = read_json(folder / MARKER, "demo record")
-    except UserError:  # missing or damaged: regenerate
-        return False
-    return isinstance(marker, dict) and marker.get("generator_version") == GENERATOR_VERSION and all(
-        marker.get(key) == value for key, value in DEFAULTS.items())
-
-
 def ensure_demo() -> Path:
     """The default demo dataset, generated on first use (or when the generator changed)."""
-    folder = demo_data_dir()
-    if _is_current(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.parent / ".demo.lock", "w") as lock:
-        _lock(lock)  # several ranks/processes may start at once: one generates, the others wait
-        if not _is_current(folder):
-            print(f"facenar: generating the synthetic demo dataset in {folder} (first use; well under a minute)",
-                  file=sys.stderr)
-            make_demo(folder, **DEFAULTS, force=True)
-    return folder
-
-
-def _lock(handle) -> None:
-    try:
-        import fcntl
-    except ImportError:  # Windows: no advisory locks; concurrent first runs just both generate
-        return
-    fcntl.flock(handle, fcntl.LOCK_EX)
+    return ensure_generated(demo_data_dir(), {"generator_version": GENERATOR_VERSION, **DEFAULTS},
+                            lambda folder: make_demo(folder, **DEFAULTS, force=True),
+                            "the synthetic demo dataset (well under a minute)")

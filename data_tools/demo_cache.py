@@ -5,10 +5,11 @@ generate while the others wait, and the folder appears atomically, so nobody rea
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Callable
+
+from data_tools.cli import UserError, read_json
 
 MARKER = "demo.json"
 
@@ -16,8 +17,8 @@ MARKER = "demo.json"
 def is_current(folder: Path, expected: dict) -> bool:
     """The folder's marker file exists and agrees with every key of `expected`."""
     try:
-        marker = json.loads((folder / MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        marker = read_json(folder / MARKER, "demo record")
+    except UserError:  # missing or damaged: regenerate
         return False
     return isinstance(marker, dict) and all(marker.get(key) == value for key, value in expected.items())
 
@@ -30,7 +31,7 @@ def ensure_generated(folder: Path, expected: dict, generate: Callable[[Path], ob
     with open(folder.parent / f".{folder.name}.lock", "w") as lock:
         _lock(lock)
         if not is_current(folder, expected):
-            print(f"facenar: generating {what} in {folder} (first use; a few seconds)", file=sys.stderr)
+            print(f"facenar: generating {what} in {folder} (first use)", file=sys.stderr)
             generate(folder)
     return folder
 
