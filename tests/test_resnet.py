@@ -9,7 +9,8 @@ import torch
 
 from facenar.space.cost import count_params, op_cost
 from facenar.space.ops import PAPER_OPS, build_op
-from facenar.space.resnet import CONVENTIONS, ResNet, build_child, conv_sites, fixed_ops, num_slots, resnet_cost
+from facenar.space.arch import num_slots
+from facenar.space.resnet import CONVENTIONS, ResNet, build_child, conv_sites, fixed_ops, resnet_cost
 from facenar.space.supernet import OpChoice
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
