@@ -18,7 +18,8 @@ from benchmarks.common import Section, print_section
 from data_tools.cli import run_cli
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
-# (label, arch file, paper params (None: not printed), paper "FLOPS" = multiply-adds); a group's first row is its baseline
+# (label, arch file, paper params (None: not printed), paper "FLOPS" = multiply-adds);
+# a table's first row is its baseline
 PAPER_TABLE2 = (
     ("LResNet50E-IR (baseline)", "iresnet50_baseline.json", 4.35e7, 6.32e9),
     ("Ours-1 (LResNet50E-IR-Based)", "iresnet50_nar_paper.json", 3.40e7, 5.31e9),
@@ -96,8 +97,8 @@ def run(quick: bool = False) -> Section:
     section.notes.append(f"Table 4 rows: torchvision's ResNet-18 layout at 224x224 plus the Linear(512->"
                          f"{IMAGENET_CLASSES}) classifier (count_cost(arch, num_classes={IMAGENET_CLASSES})); the "
                          f"absolute MACs are {min(macs_gaps):+.1f}..{max(macs_gaps):+.1f}% above Table 4 because no "
-                         "counting convention reproduces 1.76e9 and 1.57e9 together (ours is torchvision's 1.81e9, He et al.'s "
-                         "'1.8e9 FLOPs'; dropping the fc, stem or shortcuts moves every row by the same "
+                         "counting convention reproduces 1.76e9 and 1.57e9 together (ours is torchvision's "
+                         "1.81e9, He et al.'s '1.8e9 FLOPs'; dropping the fc, stem or shortcuts moves every row by the same "
                          "amount and still misses one of them, see facenar.space.resnet.CONVENTIONS), while the "
                          "savings, which the paper's claims rest on, agree")
     return section

@@ -44,7 +44,8 @@ def stem_output_size(input_size: int, stem: str | None = None) -> int:
 def block_specs(backbone: str = "resnet18", width: float = 1.0, input_size: int = 224,
                 stem: str | None = None) -> list[BlockSpec]:
     if family(backbone) != "resnet":
-        raise ValueError(f"{backbone} is not a ResNet; known: {', '.join(b for b in BACKBONES if family(b) == 'resnet')}")
+        known = ", ".join(name for name in BACKBONES if family(name) == "resnet")
+        raise ValueError(f"{backbone} is not a ResNet; known: {known}")
     specs, size = [], stem_output_size(input_size, stem)
     cin = scale_channels(STAGE_WIDTHS[0], width)
     for stage, (blocks, base) in enumerate(zip(BACKBONES[backbone], STAGE_WIDTHS)):
