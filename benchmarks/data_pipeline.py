@@ -1,9 +1,12 @@
-"""Data pipeline speed: .rec read + JPEG decode, ours against mxnet's, and DataLoader throughput.
+"""Data pipeline speed: .rec read + JPEG decode, ours against mxnet's, DataLoader throughput, ImageFolder decode.
 
 Both readers decode the same synthetic-face .rec (112x112 JPEGs from data_tools.demo) in the
 same run, in interleaved rounds; mxnet (MXIndexedRecordIO + mx.image.imdecode) runs in its peer
 venv through a subprocess and times itself, so its start-up is not counted. Then images/s of a
-RecordFaceDataset DataLoader (2 workers) with flip and with strong augmentation.
+RecordFaceDataset DataLoader (2 workers) with flip and with strong augmentation. Last, the
+ImageNet-style decoder (data_tools.imagefolder.decode_image) on photo-sized JPEGs: cv2's full
+decode against its reduced (1/2, 1/4, 1/8 scale) JPEG decode, which the classification loader
+uses when the crop it needs still has enough pixels.
 
     python -m benchmarks.data_pipeline [--quick]
 """
@@ -17,13 +20,18 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from benchmarks.common import Section, benchmark_main, machine_info, median, spread
+import cv2
+import numpy as np
+
+from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
+from data_tools import imagefolder
 from data_tools.cli import run_cli
 from data_tools.demo import identity_images
 from data_tools.emore import EmoreDataset, write_emore, write_property
 from facenar.data import RecordFaceDataset, decode_image, make_loader
 
-COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet"]
+COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet", "vs_full_decode", "mean_abs_diff"]
+PHOTO_SIZE = (375, 500)  # height, width: a typical ImageNet training photo
 MXNET_PASS = r"""
 import json, sys, time
 import mxnet as mx
@@ -88,6 +96,48 @@ def _loader_rate(folder: Path, augment: str, batches: int) -> float:
     return count / (time.perf_counter() - start)
 
 
+def photo_jpegs(count: int, height: int, width: int) -> list[np.ndarray]:
+    """JPEG bytes (quality 90) of demo shapes overlaid with fine texture: smooth drawings compress to a
+    fraction of a photo's size and decode unrealistically fast; textured ones take ~60 KiB at 500x375,
+    the order of ImageNet's photos (~110 KiB on average)."""
+    from data_tools.cifar_demo import draw
+
+    files = []
+    for index in range(count):
+        rng = np.random.default_rng([index, 7])
+        noise = rng.integers(0, 256, (height // 4, width // 4, 3), dtype=np.uint8)
+        texture = cv2.resize(noise, (width, height), interpolation=cv2.INTER_CUBIC)
+        image = cv2.addWeighted(draw(index % 10, rng, height, width), 0.6, texture, 0.4, 0)
+        files.append(cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])[1].ravel())
+    return files
+
+
+def _reduction_error(data: np.ndarray, factor: int) -> float:
+    """Mean |reduced decode - full decode shrunk to the same size with INTER_AREA|, on 0-255."""
+    small = imagefolder.decode_image(data, "bench", factor)
+    full = imagefolder.decode_image(data, "bench", 1)
+    shrunk = cv2.resize(full, small.shape[1::-1], interpolation=cv2.INTER_AREA)
+    return float(np.abs(small.astype(np.int16) - shrunk).mean())
+
+
+def imagefolder_decode_rows(quick: bool) -> list[dict]:
+    """images/s of the full and each reduced decode (interleaved passes) and how far each is from the full one."""
+    files = photo_jpegs(8 if quick else 40, *PHOTO_SIZE)
+    kib = np.mean([f.size for f in files]) / 1024
+    passes = {factor: (lambda factor=factor: [imagefolder.decode_image(f, "bench", factor) for f in files])
+              for factor in imagefolder.REDUCED}
+    times = interleaved_times(passes, 3 if quick else 7)
+    rows = []
+    for factor, seconds in times.items():
+        label = "full decode" if factor == 1 else f"reduced decode 1/{factor}"
+        rows.append({"pipeline": f"ImageFolder JPEG {PHOTO_SIZE[1]}x{PHOTO_SIZE[0]} ({kib:.0f} KiB): cv2 {label}",
+                     "images": len(files), "images_per_s": round(len(files) / median(seconds)),
+                     "spread": f"±{100 * spread(seconds):.0f}%", "vs_mxnet": "",
+                     "vs_full_decode": round(median(times[1]) / median(seconds), 2),
+                     "mean_abs_diff": round(float(np.mean([_reduction_error(f, factor) for f in files])), 2)})
+    return rows
+
+
 def run(quick: bool = False) -> list[dict]:
     num_ids, per_id, rounds = (20, 50, 3) if quick else (60, 50, 5)
     rows = []
@@ -122,11 +172,11 @@ def run(quick: bool = False) -> list[dict]:
             rows.append({"pipeline": f"DataLoader, 2 workers, batch 64, augment={augment}",
                          "images": batches * 64, "images_per_s": round(_loader_rate(folder, augment, batches)),
                          "spread": "", "vs_mxnet": ""})
-    return rows
+    return rows + imagefolder_decode_rows(quick)
 
 
 def section(rows: list[dict], quick: bool) -> Section:
-    result = Section("Data pipeline: .rec read + JPEG decode, and DataLoader throughput", COLUMNS, rows)
+    result = Section("Data pipeline: .rec read + JPEG decode, DataLoader throughput, ImageFolder decode", COLUMNS, rows)
     ratio = rows[0]["vs_mxnet"]
     if ratio != "":
         result.target("ours >= 0.9 x mxnet read + decode", ratio >= 0.9, f"{ratio:.2f}x")
@@ -135,6 +185,12 @@ def section(rows: list[dict], quick: bool) -> Section:
                         "images/s relative to mx.image.imdecode, which pays NDArray dispatch and a copy per image")
     result.notes.append("DataLoader rows: decode + resize check + augmentation + tensor conversion, "
                         "after worker start-up" + ("; quick mode: fewer images and batches" if quick else ""))
+    result.notes.append("ImageFolder rows (the classification decoder, data_tools.imagefolder.decode_image): "
+                        "generated photo-like JPEGs (demo shapes + fine texture, quality 90), decode only, one "
+                        "thread, median of interleaved passes; mean_abs_diff = mean |reduced decode - full decode "
+                        "shrunk to the same size with INTER_AREA| on 0-255. The loader reduces only when the "
+                        "decoded crop keeps at least the output's pixels (never upsamples), so the gain applies "
+                        "to large photos and to resize-256 evaluation of photos >= 512 px")
     result.notes.append(", ".join(f"{k}: {v}" for k, v in machine_info().items()))
     return result
 

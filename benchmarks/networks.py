@@ -28,7 +28,7 @@ from facenar.checkpoint import save_model
 from facenar.export import INPUT_NAME, export_onnx
 from facenar.space.arch import Arch
 from facenar.space.cost import count_cost
-from facenar.space.iresnet import build_child
+from facenar.space.networks import build_child
 from facenar.space.supernet import Supernet
 from facenar.tasks.heads import CosineClassifier, MarginSoftmax
 

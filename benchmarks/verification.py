@@ -21,7 +21,7 @@ from data_tools.cli import run_cli
 from data_tools.demo import identity_images
 from facenar.verify import metrics
 from facenar.space.arch import Arch
-from facenar.space.iresnet import build_child
+from facenar.space.networks import build_child
 from facenar.verify.embed import TorchEmbedder, decode_images, default_workers, embed_images
 from facenar.verify.metrics_reference import reference_evaluate
 

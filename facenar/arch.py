@@ -1,6 +1,6 @@
 """python -m facenar.arch: inspect architectures of the NAR search space.
 
-  python -m facenar.arch stats FILE.json | --backbone iresnet50 --codes 0,0,2,... [--json]
+  python -m facenar.arch stats FILE.json | --backbone iresnet50 --codes 0,0,2,... [--num-classes N] [--json]
   python -m facenar.arch latency [--backbone ... --width ... --backend torch|onnxruntime --out T.json]
 """
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from typing import Sequence
 
 from data_tools.atomic import check_writable, write_text_atomic
-from data_tools.cli import UserError, run_cli
+from data_tools.cli import UserError, number, run_cli
 from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops
 from facenar.space.ops import PAPER_OPS
 
@@ -19,7 +19,8 @@ def _space_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="iresnet50", choices=sorted(BACKBONES))
     parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1.0)")
     parser.add_argument("--input-size", type=int, default=112, help="input height = width (default 112)")
-    parser.add_argument("--embedding-size", type=int, default=512)
+    parser.add_argument("--embedding-size", type=int,
+                        help="default 512 for an iresnet, the pooled feature size (512 x width) for a resnet")
     parser.add_argument("--granularity", default="block", choices=sorted(GRANULARITIES))
     parser.add_argument("--ops", "--candidates", dest="candidates", default=",".join(PAPER_OPS),
                         help="comma-separated candidate operators (codes index this list)")
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("file", nargs="?", help="architecture JSON (else use --backbone/--codes)")
     stats.add_argument("--codes", help="comma-separated operator codes, one per slot")
     _space_options(stats)
+    stats.add_argument("--num-classes", type=number(int, min=0), default=0,
+                       help="count a Linear(embedding -> N) classifier too, as published ResNet figures do "
+                            "(1000 for ImageNet; default 0: the network alone)")
     stats.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     lat = sub.add_parser("latency", help="time every candidate op at every slot shape on this machine")
     _space_options(lat)
@@ -63,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             arch = Arch(args.backbone, parse_codes(args.codes), **_space_kwargs(args))
         else:
             raise UserError("give an architecture JSON file or --codes")
-        stats = arch_stats(arch)
+        stats = arch_stats(arch, args.num_classes)
         print(json.dumps(stats, indent=2) if args.json else format_stats(stats))
         return 0
     from facenar.space.latency import format_latency, measure_latency

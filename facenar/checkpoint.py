@@ -17,7 +17,7 @@ from torch import nn
 from data_tools.atomic import atomic_path
 from data_tools.cli import UserError
 from facenar.space.arch import Arch
-from facenar.space.iresnet import IResNet, build_child
+from facenar.space.networks import build_child
 from facenar.dist import DistContext
 
 FORMAT = "facenar-checkpoint-v1"
@@ -113,7 +113,7 @@ def save_model(path: str | Path, arch: Arch, model: nn.Module, extra: dict | Non
     save_checkpoint(path, payload)
 
 
-def load_model(path: str | Path, map_location="cpu") -> tuple[IResNet, Arch, dict]:
+def load_model(path: str | Path, map_location="cpu") -> tuple[nn.Module, Arch, dict]:
     """(child network in eval mode with the stored weights, its Arch, the whole payload)."""
     payload = load_checkpoint(path, map_location=map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:

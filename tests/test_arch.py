@@ -6,7 +6,7 @@ import pytest
 
 from data_tools.cli import UserError, run_cli
 from facenar import arch as arch_cli
-from facenar.space.arch import Arch, num_slots
+from facenar.space.arch import Arch, family, num_slots
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 OURS2 = [0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 2, 2, 1, 0, 1, 0]
@@ -42,6 +42,24 @@ def test_shipped_archs_load():
     assert ours2.provenance["reported_table2_faceemore_v2"]["lfw"] == 99.75
 
 
+def test_resnet_backbones(tmp_path):
+    assert [family(b) for b in ("iresnet18", "iresnet100", "resnet18", "resnet34")] == ["iresnet"] * 2 + ["resnet"] * 2
+    assert [num_slots("resnet18"), num_slots("resnet18", "conv"), num_slots("resnet34")] == [8, 16, 16]
+    base = Arch.baseline("resnet18", width=0.125, input_size=32, embedding_size=64, granularity="conv")
+    assert base.num_slots == 16 and set(base.ops) == {"conv3x3"}
+    assert Arch("resnet18", [0] * 8, width=0.25).embedding_size == 128  # default: the pooled feature size
+    assert Arch("iresnet18", [0] * 8, width=0.25).embedding_size == 512
+    arch = base.with_codes([1, 0, 0, 2] * 4, {"note": "x"})
+    arch.save(tmp_path / "r.json")
+    assert Arch.load(tmp_path / "r.json") == arch
+    assert json.loads((tmp_path / "r.json").read_text())["embedding_size"] == 64
+    for name, codes in (("baseline", [0] * 8), ("8_paper", [1] + [0] * 7),
+                        ("16_paper", [1, 0, 0, 2, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 2])):
+        shipped = Arch.load(ARCHS / f"resnet18_{name}.json")
+        assert (shipped.backbone, shipped.codes, shipped.input_size, shipped.embedding_size) == \
+            ("resnet18", codes, 224, 512)
+
+
 BAD = [
     ({"backbone": "resnet50", "codes": [0] * 24}, "unknown backbone"),
     ({"backbone": "iresnet50", "codes": [0] * 23}, "24 slots, got 23"),
@@ -54,6 +72,9 @@ BAD = [
     ({"backbone": "iresnet50", "codes": [0] * 24, "granularity": "layer"}, "granularity"),
     ({"backbone": "iresnet50", "codes": [0] * 24, "width": -1}, "width"),
     ({"backbone": "iresnet50"}, "needs 'ops' or 'codes'"),
+    ({"backbone": "resnet18", "codes": [0] * 8, "granularity": "conv"}, "16 slots, got 8"),
+    ({"backbone": "resnet18", "codes": [0] * 8, "width": 0.125, "embedding_size": 512},
+     "resnet18 at width 0.125 ends in its 64-long pooled feature.*embedding_size must be 64, got 512"),
     ([1, 2], "JSON object"),
 ]
 

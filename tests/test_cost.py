@@ -7,6 +7,7 @@ import pytest
 from facenar import arch as arch_cli
 from facenar.space.arch import Arch
 from facenar.space.cost import count_cost, op_cost
+from facenar.space.resnet import resnet_cost
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 PAPER = {  # Table 2: parameter number, FLOPS (= multiply-adds)
@@ -65,3 +66,28 @@ def test_stats_conv_granularity_small(capsys):
                    "--input-size", "64", "--codes", codes, "--json"])
     stats = json.loads(capsys.readouterr().out)
     assert len(stats["per_slot"]) == 16 and stats["macs"] < stats["baseline_macs"]
+
+
+@pytest.mark.parametrize("name", ["resnet18_baseline.json", "resnet18_8_paper.json", "resnet18_16_paper.json"])
+def test_resnet_count_cost_matches_resnet_cost(name):
+    arch = Arch.load(ARCHS / name)
+    cost = count_cost(arch, num_classes=1000)
+    reference = resnet_cost(arch.codes, arch.granularity)
+    assert (cost.params, cost.macs) == (reference.params, reference.macs)
+    assert (cost.params, cost.macs) == (arch.provenance["params"], arch.provenance["macs"])
+    bare = count_cost(arch)
+    assert (cost.params - bare.params, cost.macs - bare.macs) == (513_000, 512_000)  # the Linear(512->1000)
+    assert len(cost.per_slot) == arch.num_slots == sum(bool(row["macs"]) for row in cost.per_slot)
+
+
+def test_stats_cli_on_resnet_json(capsys):
+    assert arch_cli.main(["stats", str(ARCHS / "resnet18_8_paper.json"), "--num-classes", "1000", "--json"]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    assert (stats["baseline_params"], stats["baseline_macs"]) == (11_689_512, 1_814_073_344)  # torchvision
+    assert len(stats["per_slot"]) == 8 and stats["per_slot"][0]["op"] == "dwconv3x3"
+    assert stats["per_slot"][0]["shape"] == "64x56x56 -> 64x56x56"
+    assert round(100 * (1 - stats["macs_ratio"]), 1) == 11.1  # Table 4: 1 - 1.57/1.76 = 10.8%
+    assert arch_cli.main(["stats", str(ARCHS / "resnet18_16_paper.json")]) == 0
+    out = capsys.readouterr().out
+    assert "resnet18 width 1.0 input 224 (conv granularity, 4 of 16 slots replaced)" in out
+    assert out.count("max3x3") == 2 and "vs baseline" in out

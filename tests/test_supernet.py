@@ -1,12 +1,18 @@
 """Supernet paths and children cut from it compute the same function with the same weights."""
+import copy
+
 import pytest
 import torch
 
 from data_tools.cli import UserError
 from facenar.space.arch import Arch
+from facenar.space.iresnet import IResNet
+from facenar.space.networks import build_child
+from facenar.space.resnet import ResNet
 from facenar.space.supernet import Supernet, child_from_supernet
 
 SPACE = dict(width=0.125, input_size=32, embedding_size=16)
+SPACES = {"iresnet18": SPACE, "resnet18": dict(width=0.125, input_size=32, embedding_size=64)}
 
 
 def _randomise(model):
@@ -22,12 +28,15 @@ def _randomise(model):
 @pytest.mark.parametrize("granularity,codes", [("block", [1, 2, 3, 0, 1, 2, 3, 0]),
                                                ("conv", [0, 1, 2, 3] * 4)])
 @pytest.mark.parametrize("train", [False, True])
-def test_child_equals_supernet(granularity, codes, train):
+@pytest.mark.parametrize("backbone", sorted(SPACES))
+def test_child_equals_supernet(backbone, granularity, codes, train):
     torch.manual_seed(0)
-    supernet = Supernet("iresnet18", granularity=granularity, **SPACE)
+    space = SPACES[backbone]
+    supernet = Supernet(backbone, granularity=granularity, **space)
     _randomise(supernet)
     supernet.train(train)
-    child = child_from_supernet(supernet, Arch.baseline("iresnet18", granularity=granularity, **SPACE).with_codes(codes))
+    child = child_from_supernet(supernet, Arch.baseline(backbone, granularity=granularity, **space).with_codes(codes))
+    assert type(child) is {"iresnet18": IResNet, "resnet18": ResNet}[backbone]
     assert child.training == train
     x = torch.randn(4, 3, 32, 32)
     with torch.no_grad():
@@ -80,3 +89,19 @@ def test_bad_codes_and_mismatched_arch():
         child_from_supernet(supernet, Arch.baseline("iresnet18"))
     with pytest.raises(UserError, match="not in the supernet"):
         child_from_supernet(supernet, Arch("iresnet18", [0] * 8, candidates=["conv5x5"], **SPACE))
+
+
+def test_resnet_supernet_is_the_resnet_skeleton():
+    supernet = Supernet("resnet18", width=0.125, input_size=32, granularity="conv")  # embedding: the feature size
+    assert isinstance(supernet, Supernet) and isinstance(supernet, ResNet) and supernet.stem == "cifar"
+    assert supernet.num_slots == 16 and supernet.embedding_size == 64
+    child = build_child(Arch.baseline("resnet18", width=0.125, input_size=32, granularity="conv"))
+    keys = {k.replace(".candidates.0", "") for k in supernet.state_dict() if ".candidates." not in k
+            or ".candidates.0." in k}
+    assert keys == set(child.state_dict())
+    copied = copy.deepcopy(supernet)  # __new__ picks the family only when called as Supernet(...)
+    assert type(copied) is type(supernet)
+    assert Supernet("resnet18", width=0.125, input_size=96).stem == "imagenet"
+    with pytest.raises(UserError, match="embedding_size must be 64"):
+        Supernet("resnet18", width=0.125, input_size=32, embedding_size=16)
+    assert supernet.eval()(torch.randn(2, 3, 32, 32), [3] * 16).shape == (2, 64)

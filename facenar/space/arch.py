@@ -1,4 +1,4 @@
-"""Architectures of the search space: which operator each slot of an iresnet uses, as JSON.
+"""Architectures of the search space: which operator each slot of a backbone uses, as JSON.
 
 An architecture is what the search produces and what train/verify/export consume, so it is
 validated strictly on load (a typo in a hand-edited file must not silently train the wrong net).
@@ -17,22 +17,43 @@ from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, read_json
 from facenar.space.ops import OPS, PAPER_OPS
 
-# IR blocks per stage (insightface iresnet); stage widths are 64/128/256/512 times `width`.
+# Blocks per stage: IR blocks (insightface iresnet) or BasicBlocks (He et al.'s ResNet, torchvision);
+# stage widths are 64/128/256/512 times `width`.
 BACKBONES: dict[str, tuple[int, int, int, int]] = {
     "iresnet18": (2, 2, 2, 2),
     "iresnet34": (3, 4, 6, 3),
     "iresnet50": (3, 4, 14, 3),
     "iresnet100": (3, 13, 30, 3),
+    "resnet18": (2, 2, 2, 2),
+    "resnet34": (3, 4, 6, 3),
 }
+FAMILIES = ("iresnet", "resnet")  # facenar.space.iresnet / facenar.space.resnet build them
+STAGE_WIDTHS = (64, 128, 256, 512)
 # "block": one slot per IR block (its op replaces both 3x3 convs); "conv": one slot per 3x3 conv.
 GRANULARITIES = {"block": 1, "conv": 2}
 FIELDS = ("backbone", "ops", "codes", "candidates", "width", "input_size", "embedding_size",
           "granularity", "provenance")
 
 
-def num_slots(backbone: str, granularity: str = "block") -> int:
+def family(backbone: str) -> str:
+    """Which network family builds `backbone` ("iresnet" or "resnet")."""
     if backbone not in BACKBONES:
         raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
+    return next(name for name in FAMILIES if backbone.rstrip("0123456789") == name)
+
+
+def scale_channels(channels: int, width: float) -> int:
+    """Width-scaled channel count, rounded to a multiple of 8 (at least 8) for efficient kernels."""
+    return max(8, int(round(channels * width / 8)) * 8)
+
+
+def feature_size(width: float = 1.0) -> int:
+    """Length of a ResNet's pooled feature vector (512 at width 1): it has no embedding layer."""
+    return scale_channels(STAGE_WIDTHS[-1], width)
+
+
+def num_slots(backbone: str, granularity: str = "block") -> int:
+    family(backbone)  # names the known backbones when it is unknown
     if granularity not in GRANULARITIES:
         raise UserError(f"unknown granularity {granularity!r}; choose 'block' or 'conv'")
     return sum(BACKBONES[backbone]) * GRANULARITIES[granularity]
@@ -47,13 +68,16 @@ class Arch:
     candidates: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     width: float = 1.0
     input_size: int = 112
-    embedding_size: int = 512
+    embedding_size: int | None = None  # None: 512 for an iresnet, the pooled feature size for a ResNet
     granularity: str = "block"
     provenance: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.codes = list(self.codes)
         self.candidates = list(self.candidates)
+        if self.embedding_size is None:
+            resnet = self.backbone in BACKBONES and family(self.backbone) == "resnet"
+            self.embedding_size = feature_size(self.width) if resnet else 512
         self._validate()
 
     def _validate(self) -> None:
@@ -76,6 +100,10 @@ class Arch:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise UserError(f"{name} must be a positive integer, got {value!r}")
+        if family(self.backbone) == "resnet" and self.embedding_size != feature_size(self.width):
+            raise UserError(f"{self.backbone} at width {self.width} ends in its {feature_size(self.width)}-long "
+                            f"pooled feature (no embedding layer): embedding_size must be "
+                            f"{feature_size(self.width)}, got {self.embedding_size}")
         if not isinstance(self.provenance, dict):
             raise UserError("provenance must be a JSON object")
 

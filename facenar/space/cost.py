@@ -5,6 +5,12 @@ embedding FC, 2 FLOPs per MAC) halved; BN, PReLU, pooling and additions count ze
 the convention behind the paper's "FLOPS" (iresnet50: 4.35e7 params / 6.32e9): we get 43.59M /
 6.31G. Parameters include BN and PReLU. Everything runs on the meta device (no memory, no math),
 so counting a full iresnet100 takes well under a second.
+
+A ResNet (classification) child ends in its pooled feature; its classifier belongs to the task.
+Published ResNet figures (the paper's Table 4, torchvision's 1.8 GFLOPs) include a
+Linear(512 -> 1000) ImageNet classifier, so `count_cost(arch, num_classes=1000)` adds one:
+resnet18 at 224 px then counts 11,689,512 params / 1,814,073,344 MACs (Table 4: 1.17e7 / 1.76e9;
+no counting convention lands on Table 4's MACs, see facenar.space.resnet.CONVENTIONS).
 """
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from facenar.space.arch import Arch
-from facenar.space.iresnet import build_child, conv_sites
+from facenar.space.networks import build_child, conv_sites
 from facenar.space.ops import build_op
 
 
@@ -46,9 +52,12 @@ def op_cost(name: str, cin: int, cout: int, stride: int, size: int) -> tuple[int
     return count_params(op), count_macs(op, (1, cin, size, size))
 
 
-def count_cost(arch: Arch) -> CostReport:
+def count_cost(arch: Arch, num_classes: int = 0) -> CostReport:
+    """Whole-network and per-slot cost; `num_classes` > 0 appends a Linear(embedding -> num_classes)."""
     with torch.device("meta"):
         model = build_child(arch)
+        if num_classes:
+            model = nn.Sequential(model, nn.Linear(arch.embedding_size, num_classes))
     report = CostReport(count_params(model), count_macs(model, (1, 3, arch.input_size, arch.input_size)))
     ops = arch.ops
     rows: dict[int, dict] = {}
@@ -65,17 +74,18 @@ def count_cost(arch: Arch) -> CostReport:
     return report
 
 
-def arch_stats(arch: Arch) -> dict:
+def arch_stats(arch: Arch, num_classes: int = 0) -> dict:
     """Cost of `arch` next to the all-conv3x3 baseline of the same backbone and size."""
-    cost = count_cost(arch)
+    cost = count_cost(arch, num_classes)
     base = count_cost(Arch.baseline(arch.backbone, width=arch.width, input_size=arch.input_size,
-                                    embedding_size=arch.embedding_size, granularity=arch.granularity))
+                                    embedding_size=arch.embedding_size, granularity=arch.granularity),
+                      num_classes)
     per_slot = []
     for row, base_row in zip(cost.per_slot, base.per_slot):
         per_slot.append({**row, "shape": f"{row['in']} -> {row['out']}",
                          "baseline_params": base_row["params"], "baseline_macs": base_row["macs"]})
     return {"backbone": arch.backbone, "width": arch.width, "input_size": arch.input_size,
-            "granularity": arch.granularity, "codes": list(arch.codes), "ops": arch.ops,
+            "granularity": arch.granularity, "num_classes": num_classes, "codes": list(arch.codes), "ops": arch.ops,
             "replaced": sum(op != "conv3x3" for op in arch.ops),
             "params": cost.params, "macs": cost.macs,
             "baseline_params": base.params, "baseline_macs": base.macs,
@@ -89,8 +99,10 @@ def _millions(value: int) -> str:
 
 def format_stats(stats: dict) -> str:
     """Per-slot table plus totals against the baseline, for people."""
+    classifier = f", + Linear -> {stats['num_classes']} classes" if stats.get("num_classes") else ""
     lines = [f"{stats['backbone']} width {stats['width']} input {stats['input_size']} "
-             f"({stats['granularity']} granularity, {stats['replaced']} of {len(stats['ops'])} slots replaced)",
+             f"({stats['granularity']} granularity, {stats['replaced']} of {len(stats['ops'])} slots replaced"
+             f"{classifier})",
              f"{'slot':>4} {'stage':>5}  {'shape':<26} {'op':<10} {'params':>10} {'MACs':>10}"]
     for row in stats["per_slot"]:
         lines.append(f"{row['slot']:>4} {row['stage']:>5}  {row['shape']:<26} {row['op']:<10} "

@@ -12,11 +12,10 @@ from typing import Callable, NamedTuple
 import torch
 from torch import nn
 
-from facenar.space.arch import BACKBONES, GRANULARITIES, Arch
+from facenar.space.arch import BACKBONES, GRANULARITIES, STAGE_WIDTHS, Arch, scale_channels
 from facenar.space.ops import build_op
 
 BN_EPS = 1e-5
-STAGE_WIDTHS = (64, 128, 256, 512)
 
 # make_op(slot, cin, cout, stride) -> module put at one conv site
 OpFactory = Callable[[int, int, int, int], nn.Module]
@@ -44,11 +43,6 @@ class ConvSite(NamedTuple):
     cout: int
     stride: int
     in_size: int
-
-
-def scale_channels(channels: int, width: float) -> int:
-    """Width-scaled channel count, rounded to a multiple of 8 (at least 8) for efficient kernels."""
-    return max(8, int(round(channels * width / 8)) * 8)
 
 
 def block_specs(backbone: str, width: float = 1.0, input_size: int = 112) -> list[BlockSpec]:
@@ -146,12 +140,16 @@ class IResNet(nn.Module):
         return self.features(self.fc(torch.flatten(x, 1)))
 
 
-def build_child(arch: Arch, dropout: float = 0.0) -> IResNet:
-    """The network an architecture describes, holding only its chosen operators."""
-    ops = arch.ops
+def fixed_ops(ops: list[str]) -> OpFactory:
+    """make_op for a child: slot i gets the single operator ops[i]."""
 
     def make_op(slot: int, cin: int, cout: int, stride: int) -> nn.Module:
         return build_op(ops[slot], cin, cout, stride)
 
-    return IResNet(arch.backbone, make_op, arch.width, arch.input_size, arch.embedding_size,
+    return make_op
+
+
+def build_child(arch: Arch, dropout: float = 0.0) -> IResNet:
+    """The network an architecture describes, holding only its chosen operators."""
+    return IResNet(arch.backbone, fixed_ops(arch.ops), arch.width, arch.input_size, arch.embedding_size,
                    arch.granularity, dropout)

@@ -23,7 +23,7 @@ from torch import nn
 
 from data_tools.cli import UserError, read_json
 from facenar.space.arch import Arch
-from facenar.space.iresnet import build_child, conv_sites
+from facenar.space.networks import build_child, conv_sites
 from facenar.space.ops import PAPER_OPS, build_op
 
 BACKENDS = ("torch", "onnxruntime")
@@ -65,7 +65,7 @@ def _runner(module: nn.Module, shape: tuple[int, ...], backend: str, device: str
 
 
 def measure_latency(backbone: str, candidates: Sequence[str] = PAPER_OPS, width: float = 1.0,
-                    input_size: int = 112, embedding_size: int = 512, granularity: str = "block",
+                    input_size: int = 112, embedding_size: int | None = None, granularity: str = "block",
                     backend: str = "torch", batch: int = 1, repeats: int = 20, warmup: int = 3,
                     device: str = "cpu") -> dict:
     """Time every candidate at every slot; returns the JSON-ready table (see module doc)."""
@@ -91,7 +91,7 @@ def measure_latency(backbone: str, candidates: Sequence[str] = PAPER_OPS, width:
     network = _runner(build_child(base), (batch, 3, input_size, input_size), backend, device)
     baseline_ms = _median_ms(network, repeats, warmup, sync)
     conv_total = sum(row["conv3x3"] for row in slots.values())
-    return {"backbone": backbone, "width": width, "input_size": input_size, "embedding_size": embedding_size,
+    return {"backbone": backbone, "width": width, "input_size": input_size, "embedding_size": base.embedding_size,
             "granularity": granularity, "candidates": list(candidates), "backend": backend,
             "device": str(device), "batch": batch, "repeats": repeats, "threads": torch.get_num_threads(),
             "baseline_ms": baseline_ms, "fixed_ms": max(0.0, baseline_ms - conv_total),

@@ -16,12 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from facenar.space.arch import GRANULARITIES
-from facenar.space.iresnet import BN_EPS, STAGE_WIDTHS, BlockSpec, ConvSite, OpFactory, scale_channels
-from facenar.space.ops import PAPER_OPS, build_op
+from facenar.space.arch import BACKBONES, GRANULARITIES, STAGE_WIDTHS, family, feature_size, num_slots, scale_channels
+from facenar.space.iresnet import BN_EPS, BlockSpec, ConvSite, OpFactory, fixed_ops
+from facenar.space.ops import PAPER_OPS
 
-# BasicBlocks per stage (He et al.; torchvision).
-RESNET_BACKBONES: dict[str, tuple[int, int, int, int]] = {"resnet18": (2, 2, 2, 2)}
 STEMS = ("imagenet", "cifar")
 CIFAR_STEM_MAX_SIZE = 64
 
@@ -43,18 +41,14 @@ def stem_output_size(input_size: int, stem: str | None = None) -> int:
     return (conv + 2 * 1 - 3) // 2 + 1
 
 
-def feature_size(width: float = 1.0) -> int:
-    """Length of the pooled feature vector (512 at width 1): the task head's input."""
-    return scale_channels(STAGE_WIDTHS[-1], width)
-
-
 def block_specs(backbone: str = "resnet18", width: float = 1.0, input_size: int = 224,
                 stem: str | None = None) -> list[BlockSpec]:
-    if backbone not in RESNET_BACKBONES:
-        raise ValueError(f"unknown backbone {backbone!r}; known: {', '.join(RESNET_BACKBONES)}")
+    if family(backbone) != "resnet":
+        known = ", ".join(name for name in BACKBONES if family(name) == "resnet")
+        raise ValueError(f"{backbone} is not a ResNet; known: {known}")
     specs, size = [], stem_output_size(input_size, stem)
     cin = scale_channels(STAGE_WIDTHS[0], width)
-    for stage, (blocks, base) in enumerate(zip(RESNET_BACKBONES[backbone], STAGE_WIDTHS)):
+    for stage, (blocks, base) in enumerate(zip(BACKBONES[backbone], STAGE_WIDTHS)):
         cout = scale_channels(base, width)
         for index in range(blocks):
             stride = 2 if index == 0 and stage > 0 else 1  # layer1 keeps the stem's resolution
@@ -76,10 +70,6 @@ def conv_sites(backbone: str = "resnet18", width: float = 1.0, input_size: int =
                               spec.in_size))
         sites.append(ConvSite(second, spec.stage, f"{prefix}.conv2", spec.cout, spec.cout, 1, spec.out_size))
     return sites
-
-
-def num_slots(backbone: str = "resnet18", granularity: str = "block") -> int:
-    return sum(RESNET_BACKBONES[backbone]) * GRANULARITIES[granularity]
 
 
 class BasicBlock(nn.Module):
@@ -157,15 +147,6 @@ class ResNet(nn.Module):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return self.dropout(torch.flatten(self.avgpool(x), 1))
-
-
-def fixed_ops(ops: list[str]) -> OpFactory:
-    """make_op for a child: slot i gets the single operator ops[i]."""
-
-    def make_op(slot: int, cin: int, cout: int, stride: int) -> nn.Module:
-        return build_op(ops[slot], cin, cout, stride)
-
-    return make_op
 
 
 def build_child(arch, dropout: float = 0.0, stem: str | None = None) -> ResNet:

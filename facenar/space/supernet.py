@@ -1,9 +1,10 @@
 """The weight-sharing supernet: every conv site holds all candidate ops; a forward takes codes.
 
-It is the iresnet skeleton of facenar.space.iresnet with an OpChoice at each site, so stem, BN,
-PReLU, shortcuts and the embedding head are shared by every architecture, and each candidate
-op's weights are shared by every architecture that picks it at that slot (ENAS). A child cut
-out of it (`child_from_supernet`) computes exactly what the supernet computes for its codes.
+It is the backbone family's own skeleton (facenar.space.iresnet or facenar.space.resnet) with an
+OpChoice at each site, so stem, BN, activations, shortcuts and the head are shared by every
+architecture, and each candidate op's weights are shared by every architecture that picks it at
+that slot (ENAS). A child cut out of it (`child_from_supernet`) computes exactly what the supernet
+computes for its codes.
 """
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import torch
 from torch import nn
 
 from data_tools.cli import UserError
-from facenar.space.arch import Arch, num_slots
-from facenar.space.iresnet import IResNet, build_child
+from facenar.space.arch import Arch, family, num_slots
+from facenar.space.iresnet import IResNet
+from facenar.space.networks import build_child
 from facenar.space.ops import PAPER_OPS, build_op
+from facenar.space.resnet import ResNet
 
 
 class OpChoice(nn.Module):
@@ -30,14 +33,25 @@ class OpChoice(nn.Module):
         return self.candidates[self.active](x)
 
 
-class Supernet(IResNet):
+class Supernet(nn.Module):
+    """`Supernet(backbone, ...)` builds the family's supernet class below (a subclass of both this
+    class and the family's network), so its modules and state_dict keys are the child's plus
+    `.candidates.<code>` at each site, for either family."""
+
+    def __new__(cls, *args, **kwargs):
+        if cls is Supernet:  # pickling / copying pass the concrete class and no arguments
+            backbone = args[0] if args else kwargs["backbone"]
+            cls = FAMILY_SUPERNETS[family(backbone)]
+        return super().__new__(cls)
+
     def __init__(self, backbone: str, candidates: Sequence[str] = PAPER_OPS, width: float = 1.0,
-                 granularity: str = "block", input_size: int = 112, embedding_size: int = 512,
+                 granularity: str = "block", input_size: int = 112, embedding_size: int | None = None,
                  dropout: float = 0.0):
         self.candidates = list(candidates)
         # validates backbone / candidates / sizes once, with the same messages as an arch file
-        Arch.baseline(backbone, candidates=self.candidates, width=width, input_size=input_size,
-                      embedding_size=embedding_size, granularity=granularity)
+        space = Arch.baseline(backbone, candidates=self.candidates, width=width, input_size=input_size,
+                              embedding_size=embedding_size, granularity=granularity)
+        embedding_size = space.embedding_size  # None -> the family's default
 
         def make_op(slot: int, cin: int, cout: int, stride: int) -> nn.Module:
             return OpChoice([build_op(name, cin, cout, stride) for name in self.candidates])
@@ -68,7 +82,18 @@ class Supernet(IResNet):
         return super().forward(x)
 
 
-def child_from_supernet(supernet: Supernet, arch: Arch) -> IResNet:
+class IResNetSupernet(Supernet, IResNet):
+    pass
+
+
+class ResNetSupernet(Supernet, ResNet):
+    pass
+
+
+FAMILY_SUPERNETS = {"iresnet": IResNetSupernet, "resnet": ResNetSupernet}
+
+
+def child_from_supernet(supernet: Supernet, arch: Arch) -> nn.Module:
     """A child for `arch` carrying the supernet's shared weights and its chosen ops' weights."""
     space = (supernet.backbone, supernet.width, supernet.input_size, supernet.embedding_size,
              supernet.granularity)

@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from data_tools.cli import UserError, progress
-from facenar.space.iresnet import build_child
+from facenar.space.networks import build_child
 from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, save_model, seed_everything
 from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
