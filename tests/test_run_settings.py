@@ -175,3 +175,11 @@ def test_demo_training_run_log_and_summary(tiny_demo, tmp_path, capsys):
     config = json.loads((run / "config.json").read_text())
     assert (config["dropout"], config["lr_scale"], config["preset"]) == (0.2, "linear", "demo")
     assert load_model(run / "last.pt")[0].dropout.p == 0.2 and load_checkpoint(run / "best.pt")["best_step"] == 6
+
+
+@pytest.mark.parametrize("cls", [SearchConfig, TrainConfig])
+def test_every_default_names_its_source(cls):
+    unset = {"task", "data", "preset"}  # not options with a default of their own
+    fields = [f for f in cls.__dataclass_fields__.values() if f.name not in unset and f.default is not None]
+    assert [f.name for f in fields if f.name not in cls.SOURCES] == []
+    assert set(cls.SOURCES.values()) <= {"paper", "ArcFace", "ENAS", "arcface_torch", "ours"}

@@ -41,11 +41,12 @@ RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUN
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
                granularity="paper", epochs="paper", pretrain_epochs="ours", t0="paper", t_mult="paper",
-               lr="paper", lr_min="paper", momentum="ENAS", weight_decay="ArcFace", batch_size="ArcFace",
+               lr="paper", lr_min="paper", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
                steps_per_epoch="ours", augment="ArcFace", scale="ArcFace", m2="ArcFace", controller_steps="ENAS",
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
-               random_samples="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours")
+               random_samples="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               workers="ours")
 
 
 @dataclass
