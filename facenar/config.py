@@ -48,7 +48,7 @@ class RunConfig:
             if value is None:
                 continue
             try:
-                if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):  # e.g. "many" in a config.json
                     raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
                 parse(str(value))
             except argparse.ArgumentTypeError as exc:

@@ -69,7 +69,9 @@ def test_bad_numeric_option_is_one_line_before_any_work(main, argv, message, cap
 
 @pytest.mark.parametrize("cls, stored, message", [
     (TrainConfig, {"t0": 0}, "--t0: must be >= 1, got 0"),
-    (TrainConfig, {"epochs": "many"}, "--epochs: expected an integer, got 'many'"),
+    (TrainConfig, {"epochs": "many"}, "--epochs: expected a number, got 'many'"),
+    (TrainConfig, {"epochs": 2.5}, "--epochs: expected an integer, got '2.5'"),
+    (SearchConfig, {"lr": "0.1"}, "--lr: expected a number, got '0.1'"),
     (TrainConfig, {"lr": float("nan")}, "--lr: expected a finite number"),
     (TrainConfig, {"lr": 0.01, "lr_min": 0.1}, "lr_min <= lr_max"),
     (TrainConfig, {"m2": [0.5]}, "--margin-m2: expected a number"),
