@@ -21,7 +21,7 @@ from facenar.space.networks import build_child
 from facenar.dist import DistContext
 
 FORMAT = "facenar-checkpoint-v1"
-RESERVED = ("format", "arch", "model")
+RESERVED = ("format", "arch", "model", "dropout")
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
@@ -104,12 +104,19 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def save_model(path: str | Path, arch: Arch, model: nn.Module, extra: dict | None = None) -> None:
-    """Atomically write {"format", "arch", "model": state_dict, **extra}."""
+    """Atomically write {"format", "arch", "model": state_dict, "dropout", **extra}.
+
+    The "E" head's dropout is not in the state_dict; stored, it lets load_model rebuild the very same
+    network (inactive in eval mode, but a fine-tune or a re-export must see the trained value).
+    """
     extra = dict(extra or {})
     clash = sorted(set(extra) & set(RESERVED))
     if clash:
         raise ValueError(f"extra keys {clash} are reserved in a facenar checkpoint")
-    payload = {"format": FORMAT, "arch": arch.to_dict(), "model": unwrap(model).state_dict(), **extra}
+    network = unwrap(model)
+    dropout = getattr(getattr(network, "dropout", None), "p", 0.0)
+    payload = {"format": FORMAT, "arch": arch.to_dict(), "model": network.state_dict(), "dropout": float(dropout),
+               **extra}
     save_checkpoint(path, payload)
 
 
@@ -123,7 +130,10 @@ def load_model(path: str | Path, map_location="cpu") -> tuple[nn.Module, Arch, d
         arch = Arch.from_dict(payload.get("arch"))
     except UserError as exc:
         raise UserError(f"{path}: stored architecture is invalid ({exc})") from None
-    model = build_child(arch)
+    dropout = payload.get("dropout", 0.0)  # files written before it was stored trained without
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise UserError(f"{path}: stored dropout {dropout!r} is not a rate in [0, 1)")
+    model = build_child(arch, dropout=float(dropout))
     state = payload.get("model")
     if not isinstance(state, dict):
         raise UserError(f"{path} has no model state_dict")

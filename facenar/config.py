@@ -5,11 +5,16 @@ layered defaults < preset < options given; `--resume RUN_DIR` starts from the st
 instead (old key names mapped through OLD_NAMES, missing keys taking today's defaults), and only
 the keys in RESUMABLE may then differ from it. Presets are data: one table per pipeline, next to
 its config, with "paper" = the dataclass defaults.
+
+Every numeric setting has its range declared once, in RANGES (data_tools.cli `number(...)` types):
+the command line parses with it, and validate() applies the same range to values that came from a
+preset or a stored config.json, so nothing unchecked reaches the work.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from typing import ClassVar
+from typing import Callable, ClassVar
 
 from data_tools.cli import UserError
 
@@ -20,13 +25,34 @@ class RunConfig:
     PRESETS: ClassVar[dict[str, dict]] = {"paper": {}}
     RESUMABLE: ClassVar[tuple[str, ...]] = ()     # may change on --resume (they do not change the result)
     OLD_NAMES: ClassVar[dict[str, str]] = {}      # key in an older config.json -> today's key
+    RANGES: ClassVar[dict[str, Callable]] = {}    # setting -> its number(...) type (command line and check)
+    SOURCES: ClassVar[dict[str, str]] = {}        # setting -> where its default comes from (shown in --help)
+    FLAGS: ClassVar[dict[str, str]] = {}          # setting -> its option when not --<name-with-dashes>
 
     def check(self) -> None:
         """Raise UserError for a setting a user got wrong (per pipeline)."""
 
     def validate(self):
+        self.check_ranges()
         self.check()
         return self
+
+    @classmethod
+    def flag(cls, name: str) -> str:
+        return cls.FLAGS.get(name, "--" + name.replace("_", "-"))
+
+    def check_ranges(self) -> None:
+        """The declared range of every numeric setting, whatever the value came from (None = unset)."""
+        for name, parse in self.RANGES.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):  # e.g. "many" in a config.json
+                    raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
+                parse(str(value))
+            except argparse.ArgumentTypeError as exc:
+                raise UserError(f"{self.flag(name)}: {exc}") from None
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -54,7 +80,10 @@ class RunConfig:
             if not set(stored) & cls.names():
                 raise UserError(f"--resume {where}: its config.json is not a {cls.__name__} run configuration")
             base = {k: v for k, v in cls.upgrade(stored).items() if k in cls.names()}
-            return cls(**{**base, **explicit}).validate()
+            try:
+                return cls(**{**base, **explicit}).validate()
+            except UserError as exc:
+                raise UserError(f"--resume {where}: {exc} (stored in its config.json or given now)") from None
         if preset is not None and preset not in cls.PRESETS:
             raise UserError(f"unknown --preset {preset!r}; choose one of {', '.join(cls.PRESETS)}")
         values = {**cls.PRESETS.get(preset or "paper", {}), **explicit}
@@ -67,16 +96,45 @@ class RunConfig:
         base = type(self)(**type(self).PRESETS[reference]).to_dict()
         return {k: v for k, v in self.to_dict().items() if base.get(k) != v and k not in ("preset", "data")}
 
+    def preset_settings(self) -> dict:
+        """What this run's preset sets (a pipeline may drop settings that do not apply to a run)."""
+        return type(self).PRESETS.get(getattr(self, "preset", None) or "paper", {})
+
+    def overrides(self) -> dict:
+        """Settings of a non-paper preset that options replaced: {name: (preset's value, value used)}."""
+        return {k: (v, getattr(self, k)) for k, v in self.preset_settings().items() if getattr(self, k) != v}
+
+
+def _shown(value) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
 
 def format_differences(cfg: RunConfig) -> str:
+    """The run log's first line: every setting that differs from the paper preset, and which preset
+    values options replaced (so a demo run can never be mistaken for the paper's)."""
     diff = cfg.differences()
-    return "settings that differ from the paper preset: " + (
-        ", ".join(f"{k}={v}" for k, v in diff.items()) if diff else "none")
+    preset = getattr(cfg, "preset", None) or "paper"
+    line = f"preset {preset}; settings that differ from the paper preset: " + (
+        ", ".join(f"{k}={_shown(v)}" for k, v in diff.items()) if diff else "none")
+    replaced = cfg.overrides() if preset != "paper" else {}
+    if replaced:
+        line += f"; options given over the {preset} preset: " + ", ".join(
+            f"{k}={_shown(new)} (preset: {_shown(old)})" for k, (old, new) in replaced.items())
+    return line
+
+
+HELP_EPILOG = ("Defaults are marked by source: [paper] the NAR paper, [ArcFace] the ArcFace paper, [ENAS] ENAS, "
+               "[arcface_torch] insightface's training code, [ours] chosen here; 'demo: X' is the demo preset's value.")
 
 
 def help_default(cls, name: str, text: str = "") -> str:
-    """An option's help with its default read from the dataclass (never a hand-written copy)."""
+    """An option's help with its default read from the dataclass (never a hand-written copy), where
+    that default comes from, and what each other preset sets instead."""
     value = next(f for f in dataclasses.fields(cls) if f.name == name)
     default = value.default if value.default is not dataclasses.MISSING else value.default_factory()
-    shown = ",".join(default) if isinstance(default, list) else default
-    return f"{text} (default {shown})".strip() if default not in (None, "") else text
+    parts = [] if default in (None, "") else [f"default {_shown(default)}"]
+    if parts and name in cls.SOURCES:
+        parts[0] += f" [{cls.SOURCES[name]}]"
+    parts += [f"{preset}: {_shown(values[name])}" for preset, values in cls.PRESETS.items()
+              if name in values and values[name] != default]
+    return f"{text} ({'; '.join(parts)})".strip() if parts else text

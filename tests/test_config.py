@@ -58,12 +58,14 @@ def test_same_names_and_aliases_in_both_command_lines():
 @pytest.mark.parametrize("parser,cls", [(search_parser, SearchConfig), (train_parser, TrainConfig)])
 def test_help_defaults_come_from_the_dataclass(parser, cls, monkeypatch):
     text = " ".join(parser().format_help().split())
-    assert f"(default {cls().epochs})" in text and f"(default {cls().weight_decay})" in text
+    demo_epochs = cls.PRESETS["demo"]["epochs"]
+    assert f"(default {cls().epochs} [paper]; demo: {demo_epochs})" in text
+    assert f"(default {cls().weight_decay} [ArcFace])" in text
     monkeypatch.setattr(cls.__dataclass_fields__["weight_decay"], "default", 0.123)
-    assert "(default 0.123)" in " ".join(parser().format_help().split())
+    assert "(default 0.123 [ArcFace])" in " ".join(parser().format_help().split())
 
 
 def test_run_log_lists_what_differs_from_the_paper():
-    assert format_differences(SearchConfig()) == "settings that differ from the paper preset: none"
+    assert format_differences(SearchConfig()) == "preset paper; settings that differ from the paper preset: none"
     line = format_differences(TrainConfig.resolve({"epochs": 3}, preset="demo"))
     assert "epochs=3" in line and "backbone=iresnet18" in line and "lr=" not in line

@@ -10,8 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.cli import UserError
-from facenar.config import help_default
+from data_tools.cli import UserError, number
+from facenar.config import HELP_EPILOG, help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
 
@@ -37,63 +37,66 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facenar.search", argument_default=argparse.SUPPRESS,
                                 description="Neural Architecture Refinement: search one operator per block of an "
                                             "iresnet on a proxy split (defaults: the paper's settings; "
-                                            "without --data: the demo proxy and the demo preset).")
+                                            "without --data: the demo proxy and the demo preset).",
+                                epilog=HELP_EPILOG)
 
     def add(group, flag: str, text: str = "", *aliases: str, **kw):
         name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+        kw.setdefault("type", SearchConfig.RANGES.get(name))  # a numeric option's range, declared once
         group.add_argument(flag, *aliases, dest=name, help=help_default(SearchConfig, name, text), **kw)
 
     add(p, "--data", "proxy split folder (python -m facenar.prepare_proxy); default: built-in demo proxy")
     p.add_argument("--preset", choices=sorted(PRESETS), help="base settings (default: demo without --data, else paper)")
     space = p.add_argument_group("search space")
     add(space, "--backbone", "", choices=sorted(BACKBONES))
-    add(space, "--width", "channel multiplier", type=float)
-    add(space, "--input-size", "input side in pixels", type=int)
-    add(space, "--embedding-size", "", type=int)
+    add(space, "--width", "channel multiplier")
+    add(space, "--input-size", "input side in pixels")
+    add(space, "--embedding-size", "")
     add(space, "--ops", "comma-separated candidates", type=parse_ops)
     add(space, "--granularity", "block: one slot per block; conv: one per 3x3 conv", choices=sorted(GRANULARITIES))
     shared = p.add_argument_group("shared-weight training")
-    add(shared, "--epochs", "", type=int)
-    add(shared, "--pretrain-epochs", "PreTrain: uniform sampling, controller frozen", type=int)
-    add(shared, "--t0", "SGDR first cycle in epochs", type=float)
-    add(shared, "--t-mult", "SGDR cycle growth", type=float)
-    add(shared, "--lr", "SGDR peak learning rate (alias --lr-max)", "--lr-max", type=float)
-    add(shared, "--lr-min", "SGDR floor", type=float)
-    add(shared, "--momentum", "Nesterov momentum", type=float)
-    add(shared, "--weight-decay", "", type=float)
-    add(shared, "--batch-size", "per process", type=int)
-    add(shared, "--steps-per-epoch", "cap minibatches per epoch, 0 = full pass", type=int)
+    add(shared, "--epochs", "")
+    add(shared, "--pretrain-epochs", "PreTrain: uniform sampling, controller frozen")
+    add(shared, "--t0", "SGDR first cycle in epochs")
+    add(shared, "--t-mult", "SGDR cycle growth")
+    add(shared, "--lr", "SGDR peak learning rate (alias --lr-max)", "--lr-max")
+    add(shared, "--lr-min", "SGDR floor")
+    add(shared, "--momentum", "Nesterov momentum")
+    add(shared, "--weight-decay", "")
+    add(shared, "--batch-size", "per process")
+    add(shared, "--steps-per-epoch", "cap minibatches per epoch, 0 = full pass")
     add(shared, "--augment", "", choices=["flip", "strong", "none"])
-    add(shared, "--scale", "ArcFace logit scale s (alias --margin-s)", "--margin-s", type=float)
-    add(shared, "--margin-m2", "ArcFace angular margin (alias --margin-m)", "--margin-m", type=float, dest="m2")
+    add(shared, "--scale", "ArcFace logit scale s (alias --margin-s)", "--margin-s")
+    add(shared, "--margin-m2", "ArcFace angular margin (alias --margin-m)", "--margin-m", dest="m2")
     add(shared, "--amp", "CUDA autocast (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
     ctrl = p.add_argument_group("controller")
-    add(ctrl, "--controller-steps", "REINFORCE steps per epoch", type=int)
-    add(ctrl, "--controller-samples", "architectures per step", type=int)
-    add(ctrl, "--controller-lr", "Adam lr, beta1 = 0", type=float)
-    add(ctrl, "--entropy-weight", "", type=float)
-    add(ctrl, "--baseline-decay", "", type=float)
-    add(ctrl, "--tanh-constant", "", type=float)
-    add(ctrl, "--temperature", "logit temperature (default none)", type=float)
-    add(ctrl, "--val-batch", "proxy-val images per reward", type=int)
+    add(ctrl, "--controller-steps", "REINFORCE steps per epoch")
+    add(ctrl, "--controller-samples", "architectures per step")
+    add(ctrl, "--controller-lr", "Adam lr, beta1 = 0")
+    add(ctrl, "--entropy-weight", "")
+    add(ctrl, "--baseline-decay", "")
+    add(ctrl, "--tanh-constant", "")
+    add(ctrl, "--temperature", "logit temperature (default none)")
+    add(ctrl, "--val-batch", "proxy-val images per reward")
     add(ctrl, "--reward-bn", "BN statistics when scoring: batch (as ENAS) or eval (running averages)",
         choices=["batch", "eval"])
-    add(ctrl, "--derive-samples", "sampled architectures scored at the end", type=int)
-    add(ctrl, "--random-samples", "random architectures for comparison", type=int)
+    add(ctrl, "--derive-samples", "sampled architectures scored at the end")
+    add(ctrl, "--random-samples", "random architectures for comparison")
     cost = p.add_argument_group("cost-aware reward (optional): acc * (cost/target)**w above the target")
     add(cost, "--cost", "", choices=["macs", "latency"])
     add(cost, "--target-macs", "e.g. 4.7G", type=parse_count)
-    add(cost, "--target-latency", "milliseconds, with --cost latency", type=float)
+    add(cost, "--target-latency", "milliseconds, with --cost latency")
     add(cost, "--latency-table", "JSON from python -m facenar.arch latency --out")
-    add(cost, "--cost-weight", "w < 0", type=float)
-    add(p, "--seed", "", type=int)
+    add(cost, "--cost-weight", "w < 0")
+    add(p, "--seed", "")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run directory (default runs/search-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="reuse a non-empty --out, deleting its search outputs")
     add(run, "--device", "", choices=["auto", "cpu", "cuda"])
-    add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)", type=int)
-    run.add_argument("--stop-after-epochs", type=int, help=argparse.SUPPRESS)  # simulates a kill in tests
+    add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    # simulates a kill in tests
+    run.add_argument("--stop-after-epochs", type=number(int, min=0), help=argparse.SUPPRESS)
     return p
 
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, number, probability
 from facenar.config import RunConfig
+from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
 from facenar.space.ops import OPS, PAPER_OPS
 
@@ -24,6 +25,28 @@ PRESETS: dict[str, dict] = {
                  m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
                  derive_samples=20, random_samples=20),
 }
+# the search space; on the implicit demo preset (no --data, no --preset) these options are refused
+SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
+_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
+RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
+              pretrain_epochs=_COUNT0, t0=number(float, min=1), t_mult=number(float, min=1),
+              lr=number(float, gt=0), lr_min=number(float, min=0), momentum=number(float, gt=0, lt=1),
+              weight_decay=number(float, min=0), batch_size=_COUNT, steps_per_epoch=_COUNT0,
+              scale=number(float, gt=0), m2=number(float, min=0), controller_steps=_COUNT,
+              controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
+              baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
+              val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
+              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0)
+# where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
+# and shared-weight training NAR builds on), or ours (the paper leaves it open)
+SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
+               granularity="paper", epochs="paper", pretrain_epochs="ours", t0="paper", t_mult="paper",
+               lr="paper", lr_min="paper", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
+               steps_per_epoch="ours", augment="ArcFace", scale="ArcFace", m2="ArcFace", controller_steps="ENAS",
+               controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
+               tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
+               random_samples="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               workers="ours")
 
 
 @dataclass
@@ -33,6 +56,7 @@ class SearchConfig(RunConfig):
     PRESETS = PRESETS
     RESUMABLE = ("data", "device", "workers")
     OLD_NAMES = {"lr_max": "lr", "margin_s": "scale", "margin_m": "m2"}
+    RANGES, SOURCES, FLAGS = RANGES, SOURCES, {"m2": "--margin-m2"}
 
     task: str = "face"
     data: str = ""
@@ -86,26 +110,17 @@ class SearchConfig(RunConfig):
             raise UserError(f"--ops needs at least two distinct operators, got {','.join(self.ops)}")
         if self.backbone not in BACKBONES or self.granularity not in GRANULARITIES:
             raise UserError(f"unknown backbone {self.backbone!r} or granularity {self.granularity!r}")
-        positive = ("width", "input_size", "embedding_size", "epochs", "batch_size", "controller_steps",
-                    "controller_samples", "val_batch", "t0", "t_mult", "lr", "scale")
-        bad = [name for name in positive if not getattr(self, name) > 0]
-        bad += [name for name in ("pretrain_epochs", "steps_per_epoch", "derive_samples", "random_samples",
-                                  "lr_min", "weight_decay", "m2") if getattr(self, name) < 0]
-        if bad:
-            raise UserError(f"--{bad[0].replace('_', '-')} must be {'positive' if bad[0] in positive else '>= 0'}, "
-                            f"got {getattr(self, bad[0])}")
+        problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
+        if problem:
+            raise UserError(f"--t0/--t-mult/--lr/--lr-min: {problem}")
         if self.pretrain_epochs > self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} exceeds --epochs {self.epochs}")
         if self.reward_bn not in ("batch", "eval"):
             raise UserError(f"--reward-bn must be batch or eval, got {self.reward_bn!r}")
-        if self.cost_weight >= 0:
-            raise UserError(f"--cost-weight must be negative (a penalty above the target), got {self.cost_weight}")
         if self.cost == "latency" and not (self.latency_table and self.target_latency):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
         if self.cost == "macs" and (self.target_latency or self.latency_table):
             raise UserError("--target-latency / --latency-table need --cost latency")
-        if self.workers is not None and self.workers < 0:
-            raise UserError(f"--workers must be >= 0, got {self.workers}")
 
 
 def search_space(cfg: SearchConfig):
@@ -125,6 +140,13 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         from facenar.rundir import read_run_config
 
         return SearchConfig.resolve(explicit, preset, read_run_config(resume), where=resume)
+    if not preset and not explicit.get("data"):
+        given = [SearchConfig.flag(k) for k in SPACE_KEYS if k in explicit]
+        if given:
+            demo = ", ".join(f"{k}={v}" for k, v in PRESETS["demo"].items() if k in SPACE_KEYS)
+            raise UserError(f"{', '.join(given)}: without --data the demo preset is active and sets its own search "
+                            f"space ({demo}); choose the preset explicitly: --preset demo to change the demo's "
+                            "space, or --preset paper for the paper's settings")
     preset = preset or ("paper" if explicit.get("data") else "demo")
     if not explicit.get("data"):
         from data_tools.proxy import ensure_demo_proxy

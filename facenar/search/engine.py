@@ -206,11 +206,11 @@ class NarSearch:
                 self.record.truncate_after(self.epoch)
                 self.run_dir.log(f"resumed {self.run_dir.path} after epoch {self.epoch}")
         elif self.ctx.is_main:
+            self.run_dir.log(format_differences(cfg))  # first: a demo run is never mistaken for the paper's
             self.run_dir.log(f"NAR search: {cfg.backbone} width {cfg.width} input {cfg.input_size}, "
                              f"{self.supernet.num_slots} slots x {len(cfg.ops)} ops ({','.join(cfg.ops)}), "
                              f"{cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); {self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
-            self.run_dir.log(format_differences(cfg))
         done_here = 0
         while self.epoch < cfg.epochs:
             if stop_after_epochs is not None and done_here >= stop_after_epochs:

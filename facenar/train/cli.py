@@ -12,18 +12,20 @@ from typing import Sequence
 
 from data_tools.cli import UserError
 from facenar.rundir import read_run_config
-from facenar.config import help_default
-from facenar.train.config import MARGINS, PRESETS, TrainConfig, resolve_config
-from facenar.train.engine import train
+from facenar.config import HELP_EPILOG, help_default
+from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
+from facenar.train.engine import final_figures, train
 
 
 def build_parser() -> argparse.ArgumentParser:
     # SUPPRESS: only options actually given reach the config, so presets and resumed runs keep theirs
     p = argparse.ArgumentParser(prog="python -m facenar.train", argument_default=argparse.SUPPRESS,
-                                description="Train a face-recognition network (ArcFace, Partial FC, DDP).")
+                                description="Train a face-recognition network (ArcFace, Partial FC, DDP).",
+                                epilog=HELP_EPILOG)
 
     def add(flag: str, text: str = "", *aliases: str, **kw):
         name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+        kw.setdefault("type", TrainConfig.RANGES.get(name))  # a numeric option's range, declared once
         p.add_argument(flag, *aliases, dest=name, help=help_default(TrainConfig, name, text), **kw)
 
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
@@ -33,37 +35,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU")
-    add("--epochs", "", type=int)
-    add("--batch-size", "per process", type=int)
-    add("--lr", "peak learning rate (alias --lr-max)", "--lr-max", type=float)
-    add("--lr-min", "SGDR floor", type=float)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU "
+                   "(options given with it override it, and run.log names them); default: paper")
+    add("--epochs", "")
+    add("--batch-size", "per process")
+    add("--lr", "peak learning rate (alias --lr-max)", "--lr-max")
+    add("--lr-min", "SGDR floor")
+    add("--lr-scale", f"linear: lr and lr-min x global batch / {REFERENCE_BATCH}", choices=["linear", "none"])
     add("--schedule", "sgdr (T0, T_mult) or poly", choices=["sgdr", "poly"])
-    add("--t0", "first SGDR cycle in epochs", type=int)
-    add("--t-mult", "SGDR cycle growth", type=int)
-    add("--momentum", "SGD momentum", type=float)
-    add("--weight-decay", "", type=float)
+    add("--t0", "first SGDR cycle in epochs")
+    add("--t-mult", "SGDR cycle growth")
+    add("--momentum", "SGD momentum")
+    add("--weight-decay", "")
     add("--margin", "cos(m1*theta + m2) - m3 with the kind's m1..m3", choices=sorted(MARGINS))
-    add("--margin-m1", "cos(m1*theta + m2) - m3", dest="m1", type=float)
-    add("--margin-m2", "(alias --margin-m)", "--margin-m", dest="m2", type=float)
-    add("--margin-m3", "", dest="m3", type=float)
-    add("--scale", "logit scale s (alias --margin-s)", "--margin-s", type=float)
-    add("--embedding-size", "default: the architecture's (512)", type=int)
-    add("--width", "channel multiplier override (CPU-sized runs)", type=float)
-    add("--input-size", "input size override; images are resized", type=int)
-    add("--sample-rate", "Partial FC negative-class sampling rate", type=float)
+    add("--margin-m1", "cos(m1*theta + m2) - m3", dest="m1")
+    add("--margin-m2", "(alias --margin-m)", "--margin-m", dest="m2")
+    add("--margin-m3", "", dest="m3")
+    add("--scale", "logit scale s (alias --margin-s)", "--margin-s")
+    add("--dropout", "dropout of the 'E' output head (BN-Dropout-FC-BN)")
+    add("--embedding-size", "default: the architecture's (512)")
+    add("--width", "channel multiplier override (CPU-sized runs)")
+    add("--input-size", "input size override; images are resized")
+    add("--sample-rate", "Partial FC negative-class sampling rate")
     add("--amp", "CUDA autocast, ignored on CPU (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--fp16", dest="amp", action="store_const", const="fp16", help="alias of --amp fp16")
-    add("--grad-clip", "backbone gradient norm clip, 0 = off", type=float)
+    add("--grad-clip", "backbone gradient norm clip, 0 = off")
     add("--augment", "", choices=["flip", "strong", "none"])
-    add("--verify-every", "verify every N steps (0 = every epoch)", type=int, metavar="N")
-    add("--verify-batch", "", type=int)
+    add("--verify-every", "verify every N steps (0 = every epoch)", metavar="N")
+    add("--verify-batch", "")
     add("--bench", "benchmarks DATA/<name>.bin")
-    add("--checkpoint-every", "steps between last.pt", type=int, metavar="N")
-    add("--log-every", "steps between train.csv rows", type=int, metavar="N")
-    add("--max-steps", "stop after N steps (resumable)", type=int, metavar="N")
-    add("--seed", "", type=int)
-    add("--workers", "DataLoader workers per process", type=int)
+    add("--checkpoint-every", "steps between last.pt", metavar="N")
+    add("--log-every", "steps between train.csv rows", metavar="N")
+    add("--max-steps", "stop after N steps (resumable)", metavar="N")
+    add("--seed", "")
+    add("--workers", "DataLoader workers per process")
     add("--device", "", choices=["auto", "cpu", "cuda"])
     return p
 
@@ -88,9 +93,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_summary(summary: dict) -> str:
     state = "stopped" if summary["stopped"] else "finished"
     lines = [f"{state} at step {summary['step']} (epoch {summary['epoch']:.2f}); run dir {summary['run_dir']}"]
-    for name, metrics in (summary.get("verify") or {}).items():
-        lines.append(f"  {name:10s} accuracy {100 * metrics['accuracy']:.2f}% +- {100 * metrics['std']:.2f}")
-    if summary.get("best_mean_acc") is not None:
-        lines.append(f"  best mean accuracy {summary['best_mean_acc']:.2f}% (best.pt)")
-    return "\n".join(lines)
+    return "\n".join(lines + final_figures(summary))
 

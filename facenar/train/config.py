@@ -7,22 +7,41 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, number
 from facenar.config import RunConfig
 from facenar.space.arch import Arch
 from facenar.tasks.heads import MarginSoftmax
-from facenar.schedule import poly_lr, sgdr_lr
+from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
 # architecture choices a preset makes for its own baseline network
 ARCH_KEYS = ("backbone", "width", "input_size", "embedding_size")
 # A tiny CPU-sized network and schedule that learns the demo data in a few minutes; "paper" = the defaults.
+# No dropout there: a net this small on 2 epochs underfits, and the demo runs stay as they were.
 PRESETS = {
     "paper": {},
     "demo": dict(backbone="iresnet18", width=0.125, input_size=56, embedding_size=128, epochs=2,
-                 batch_size=64, t0=2, log_every=20, checkpoint_every=200, workers=1),
+                 batch_size=64, t0=2, log_every=20, checkpoint_every=200, workers=1, dropout=0.0),
 }
+# --lr-scale linear: lr x global batch / this (ArcFace's batch: 4 GPUs x 128)
+REFERENCE_BATCH = 512
+_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
+RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
+              batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0), t0=_COUNT, t_mult=_COUNT,
+              momentum=number(float, min=0, lt=1), weight_decay=number(float, min=0), m1=number(float, gt=0),
+              m2=number(float), m3=number(float), scale=number(float, gt=0), sample_rate=number(float, gt=0, max=1),
+              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), seed=_COUNT0,
+              workers=_COUNT0, verify_every=_COUNT0, verify_batch=_COUNT, checkpoint_every=_COUNT,
+              log_every=_COUNT, max_steps=_COUNT)
+# where each default comes from: the NAR paper, ArcFace (Deng et al., LResNet50E-IR on MS1M), insightface's
+# arcface_torch (its training scripts), or ours (engineering choices the papers do not make)
+SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch_size="ArcFace", lr="paper",
+               lr_min="paper", lr_scale="ours", schedule="paper", t0="paper", t_mult="paper", momentum="ArcFace",
+               weight_decay="ArcFace", margin="ArcFace", scale="ArcFace", dropout="ArcFace",
+               sample_rate="arcface_torch", amp="ours", grad_clip="arcface_torch", augment="ArcFace", seed="ours",
+               workers="ours", device="ours", verify_every="ours", verify_batch="ours", bench="ArcFace",
+               checkpoint_every="ours", log_every="ours")
 
 
 @dataclass
@@ -33,6 +52,8 @@ class TrainConfig(RunConfig):
     # may change when a run is resumed (they do not change what is being trained)
     RESUMABLE = ("data", "max_steps", "workers", "device", "verify_every", "checkpoint_every", "log_every",
                  "verify_batch")
+    RANGES, SOURCES = RANGES, SOURCES
+    FLAGS = {"m1": "--margin-m1", "m2": "--margin-m2", "m3": "--margin-m3", "arch_file": "--arch"}
 
     task: str = "face"
     data: str | None = None              # emore folder; None = the built-in demo data
@@ -45,6 +66,7 @@ class TrainConfig(RunConfig):
     batch_size: int = 128                # per process
     lr: float = 0.1
     lr_min: float = 1e-4
+    lr_scale: str = "none"               # linear: lr and lr_min x global batch / REFERENCE_BATCH
     schedule: str = "sgdr"
     t0: int = 5
     t_mult: int = 2
@@ -55,6 +77,7 @@ class TrainConfig(RunConfig):
     m2: float | None = None
     m3: float | None = None
     scale: float = 64.0
+    dropout: float = 0.4                 # the "E" head's BN-Dropout-FC-BN (0.4: ArcFace on MS1M)
     sample_rate: float = 1.0
     amp: str = "off"                     # CUDA autocast: auto (= bf16), bf16, fp16, off
     grad_clip: float = 5.0
@@ -68,6 +91,7 @@ class TrainConfig(RunConfig):
     checkpoint_every: int = 1000         # steps (and always at the end of an epoch)
     log_every: int = 50
     max_steps: int | None = None
+    preset: str | None = None
 
     @property
     def margins(self) -> tuple[float, float, float]:
@@ -81,8 +105,8 @@ class TrainConfig(RunConfig):
 
     @classmethod
     def upgrade(cls, stored: dict) -> dict:
-        """Runs stored before --amp had `fp16: true/false`."""
-        stored = dict(stored)
+        """Runs stored before --amp had `fp16: true/false`; runs stored before --dropout trained without."""
+        stored = {"dropout": 0.0, **stored}
         if "fp16" in stored:
             stored["amp"] = "fp16" if stored.pop("fp16") else "off"
         return super().upgrade(stored)
@@ -94,17 +118,20 @@ class TrainConfig(RunConfig):
             raise UserError(f"--margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
         if self.schedule not in ("sgdr", "poly"):
             raise UserError(f"--schedule must be sgdr or poly, got {self.schedule!r}")
-        for name in ("epochs", "batch_size", "log_every", "checkpoint_every", "verify_batch"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0.0 < self.sample_rate <= 1.0:
-            raise UserError(f"--sample-rate must be in (0, 1], got {self.sample_rate}")
-        if self.lr <= 0 or self.workers < 0 or self.verify_every < 0:
-            raise UserError("--lr must be positive, --workers and --verify-every not negative")
+        if self.lr_scale not in ("linear", "none"):
+            raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
+        problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
+        if problem:
+            raise UserError(f"--t0/--t-mult/--lr/--lr-min: {problem}")
         try:
             self.make_margin()
         except ValueError as exc:
             raise UserError(f"--margin {self.margin}: {exc}") from None
+
+    def preset_settings(self) -> dict:
+        """A given --arch keeps its own size: the preset's architecture settings do not apply to it."""
+        settings = super().preset_settings()
+        return {k: v for k, v in settings.items() if k not in ARCH_KEYS} if self.arch_file else settings
 
     def make_margin(self) -> MarginSoftmax:
         return MarginSoftmax(self.margin, self.scale, *self.margins)
@@ -115,8 +142,13 @@ def resolve_config(explicit: dict, preset: str | None = None, stored: dict | Non
     """RunConfig.resolve, plus: a given --arch keeps its own size (a preset's is for its baseline)."""
     if stored is None and explicit.get("arch_file") and preset in PRESETS:
         base = {k: v for k, v in PRESETS[preset].items() if k not in ARCH_KEYS}
-        return TrainConfig.resolve({**base, **explicit})
+        return TrainConfig.resolve({**base, **explicit, "preset": preset})
     return TrainConfig.resolve(explicit, preset, stored, where)
+
+
+def lr_factor(cfg: TrainConfig, global_batch: int) -> float:
+    """What --lr-scale multiplies the whole schedule by (both SGDR and poly are linear in the lrs)."""
+    return global_batch / REFERENCE_BATCH if cfg.lr_scale == "linear" else 1.0
 
 
 def resolve_arch(cfg: TrainConfig) -> Arch:

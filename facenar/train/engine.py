@@ -4,7 +4,8 @@ One process or many (torchrun): the backbone is wrapped in DDP, the head (face: 
 sharded class centres) comes from the task with its own checkpoint state, the data order is a
 seeded permutation per epoch split like DistributedSampler's. Everything a resumed run needs
 (weights, head, optimizer, scaler, position in the epoch, every RNG) is in RUN_DIR/last.pt, so a
-stop or a kill costs only the steps after it; the task's evaluation picks best.pt.
+stop or a kill costs only the steps after it. The task's evaluation picks best.pt, on the benchmarks
+themselves, so its figures are optimistic: the summary's headline is last.pt's.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init
 from facenar.rundir import MetricsCSV, RunDir, read_run_config
 from facenar.schedule import set_lr
 from facenar.tasks import get_task
-from facenar.train.config import TrainConfig, lr_at, resolve_arch
+from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
 from facenar.data import EpochSampler, SeededSamples, make_loader
 
 LAST, BEST = "last.pt", "best.pt"
@@ -113,6 +114,7 @@ class _TrainingRun:
                        "num_classes": num_classes}
         self.run = self._open_run(path, resume, force)
         self.global_batch = cfg.batch_size * ctx.world_size
+        self.lr_factor = lr_factor(cfg, self.global_batch)
         self.steps_per_epoch = len(dataset) // self.global_batch
         if self.steps_per_epoch == 0:
             raise UserError(f"{self.data_dir} has {len(dataset)} training images, fewer than one global batch "
@@ -121,11 +123,11 @@ class _TrainingRun:
         self.sampler = EpochSampler(len(dataset), ctx.rank, ctx.world_size, cfg.seed)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank and every run
-        backbone = build_child(self.arch).to(ctx.device)
+        backbone = build_child(self.arch, dropout=cfg.dropout).to(ctx.device)
         head = task.train_head(cfg, self.arch.embedding_size, num_classes, ctx)
         self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
-        self.best = -1.0
+        self.best, self.best_step, self.verify_step = -1.0, None, None
         self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
@@ -159,7 +161,7 @@ class _TrainingRun:
         payload = load_checkpoint(self.run.path / LAST, map_location="cpu")  # shards move to the device
         self.engine.load_state(payload)
         self.step, self.epoch, self.consumed = payload["step"], payload["epoch"], payload["consumed"]
-        self.best = payload.get("best_mean_acc", -1.0)
+        self.best, self.best_step = payload.get("best_mean_acc", -1.0), payload.get("best_step")
         self.done_at["last"] = self.step
         self.pending = list(payload["pending_loss"])
         rng = payload["rng"]
@@ -171,6 +173,7 @@ class _TrainingRun:
 
     def _announce(self, images: int, classes: int) -> None:
         cfg, ctx = self.cfg, self.ctx
+        self.run.log(format_differences(cfg))  # first: a demo or changed run is never mistaken for the paper's
         if cfg.amp != "off" and ctx.device.type != "cuda":
             self.run.log(f"note: --amp {cfg.amp} needs CUDA; training in float32 on the CPU")
         if self.evaluation.missing:
@@ -179,7 +182,9 @@ class _TrainingRun:
                      f"{images} images / {classes} classes from {self.data_dir}: {cfg.epochs} epochs x "
                      f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
                      f"process(es), {ctx.device}; run dir {self.run.path}")
-        self.run.log(format_differences(cfg))
+        self.run.log(f"learning rate: peak {cfg.lr * self.lr_factor:g}, floor {cfg.lr_min * self.lr_factor:g} "
+                     f"(--lr {cfg.lr:g} x {self.lr_factor:g}, --lr-scale {cfg.lr_scale}); global batch "
+                     f"{self.global_batch} = {cfg.batch_size} x {ctx.world_size} process(es)")
 
     def loop(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
@@ -191,7 +196,7 @@ class _TrainingRun:
                                  drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
-                lr = lr_at(cfg, self._epoch_float())
+                lr = lr_at(cfg, self._epoch_float()) * self.lr_factor
                 loss = self.engine.step(images, labels, lr)
                 if not math.isfinite(loss):
                     raise UserError(f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
@@ -235,12 +240,14 @@ class _TrainingRun:
             if verify:
                 results, mean = self._verify()
                 if mean > self.best:
-                    self.best = mean
+                    self.best, self.best_step = mean, self.step
                     save_model(self.run.path / BEST, self.arch, self.engine.module,
-                               {**extra, "best_mean_acc": mean, "verify": results})
-                    self.run.log(f"best mean accuracy so far {100 * mean:.2f}% -> {self.run.path / BEST}")
+                               {**extra, "best_mean_acc": mean, "best_step": self.step, "verify": results})
+                    self.run.log(f"best mean accuracy so far {mean:.2f}% -> {self.run.path / BEST} "
+                                 "(selected on the benchmarks: optimistic)")
             if last:
-                save_model(self.run.path / LAST, self.arch, self.engine.module, {**extra, "best_mean_acc": self.best})
+                save_model(self.run.path / LAST, self.arch, self.engine.module,
+                           {**extra, "best_mean_acc": self.best, "best_step": self.best_step})
                 self.run.log(f"checkpoint: step {self.step} -> {self.run.path / LAST}")
         self.done_at.update({"verify": self.step} if verify else {})
         self.done_at.update({"last": self.step} if last else {})
@@ -261,7 +268,7 @@ class _TrainingRun:
                                                  self.cfg.verify_batch)
         self._record(row)
         self.run.log(f"step {self.step} {self.evaluation.describe(results, mean)}")
-        self.last_results = results
+        self.last_results, self.verify_step = results, self.step
         return results, mean
 
     def _record(self, values: dict) -> None:
@@ -270,9 +277,29 @@ class _TrainingRun:
 
     def _summary(self, stopped: bool) -> dict:
         self.metrics.close()
-        return {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
-                "best_mean_acc": self.best if self.best >= 0 else None,
-                "verify": self.last_results}
+        summary = {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
+                   "best_mean_acc": self.best if self.best >= 0 else None, "best_step": self.best_step,
+                   "verify": self.last_results, "verify_step": self.verify_step}
+        if self.ctx.is_main:
+            for line in final_figures(summary):
+                self.run.log(line, echo=False)  # the command prints the same lines as its summary
+        return summary
+
+
+def final_figures(summary: dict) -> list[str]:
+    """The headline: the last checkpoint's verification; best.pt only as a labelled, optimistic extra
+    (it was picked by accuracy on these very test sets)."""
+    lines = []
+    results, at, step = summary.get("verify"), summary.get("verify_step"), summary["step"]
+    if results:
+        where = f"last.pt, step {step}" if at == step else f"latest verification, step {at}; last.pt is step {step}"
+        lines.append(f"final figures ({where}):")
+        lines += [f"  {name:10s} accuracy {100 * m['accuracy']:.2f}% +- {100 * m['std']:.2f}"
+                  for name, m in results.items()]
+    if summary.get("best_mean_acc") is not None:
+        lines.append(f"best.pt: mean accuracy {summary['best_mean_acc']:.2f}% at step {summary.get('best_step')}, "
+                     "selected on the benchmarks (optimistic; report the final figures above)")
+    return lines
 
 
 def epoch_progress(loader: DataLoader, ctx: DistContext, epoch: int):
