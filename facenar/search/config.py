@@ -42,6 +42,11 @@ class SearchConfig(RunConfig):
     embedding_size: int = 512
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     granularity: str = "block"
+    space: str = "nar"                   # nar | enas (ENAS's macro space: the options below)
+    layers: int = 12                     # enas: layers L
+    channels: int = 36                   # enas: channels C
+    skip_weight: float = 0.8             # enas: ENAS's skip penalty weight, 0 = off (the paper's Fig. 1)
+    skip_target: float = 0.4             # enas: the penalty's target skip probability
     epochs: int = 150
     pretrain_epochs: int = 10
     t0: float = 10
@@ -106,6 +111,20 @@ class SearchConfig(RunConfig):
             raise UserError("--target-latency / --latency-table need --cost latency")
         if self.workers is not None and self.workers < 0:
             raise UserError(f"--workers must be >= 0, got {self.workers}")
+        if self.space not in ("nar", "enas"):
+            raise UserError(f"--space must be nar or enas, got {self.space!r}")
+        if self.space == "enas":
+            self._check_enas()
+
+    def _check_enas(self) -> None:
+        if self.layers < 2 or self.channels < 2 or self.channels % 2:
+            raise UserError(f"--space enas needs --layers >= 2 and an even --channels >= 2, "
+                            f"got {self.layers} and {self.channels}")
+        if self.skip_weight < 0 or not 0 < self.skip_target < 1:
+            raise UserError(f"--skip-weight must be >= 0 (0 = off) and --skip-target in (0, 1), "
+                            f"got {self.skip_weight} and {self.skip_target}")
+        if self.target_macs or self.cost == "latency":
+            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
 
 
 def search_space(cfg: SearchConfig):
@@ -116,6 +135,21 @@ def search_space(cfg: SearchConfig):
                 cfg.input_size, cfg.embedding_size, cfg.granularity)
 
 
+# options that belong to one search space only: giving one with the other space is an error
+SPACE_OPTIONS = {"nar": ("backbone", "width", "embedding_size", "ops", "granularity"),
+                 "enas": ("layers", "channels", "skip_weight", "skip_target")}
+
+
+def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    """Refuse options of the other search space (they would silently do nothing)."""
+    for space, names in SPACE_OPTIONS.items():
+        given = [f"--{name.replace('_', '-')}" for name in names if name in explicit]
+        if space != cfg.space and given:
+            raise UserError(f"{', '.join(given)}: only for --space {space}, but this search uses --space "
+                            f"{cfg.space}; drop the option or pass --space {space}")
+    return cfg
+
+
 def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     """RunConfig.resolve, plus the search's own rule: without --data, the demo proxy and demo preset."""
     if explicit.get("data"):
@@ -124,10 +158,11 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     if resume:
         from facenar.rundir import read_run_config
 
-        return SearchConfig.resolve(explicit, preset, read_run_config(resume), where=resume)
+        return check_space_options(explicit, SearchConfig.resolve(explicit, preset, read_run_config(resume),
+                                                                  where=resume))
     preset = preset or ("paper" if explicit.get("data") else "demo")
     if not explicit.get("data"):
         from data_tools.proxy import ensure_demo_proxy
 
         explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
-    return SearchConfig.resolve(explicit, preset)
+    return check_space_options(explicit, SearchConfig.resolve(explicit, preset))
