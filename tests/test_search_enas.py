@@ -50,6 +50,7 @@ def test_enas_search_writes_macro_arch_and_skip_record(enas_run):
     for r in rows:  # the Fig. 1 columns, every epoch (PreTrain: the initial policy on the uniform samples)
         assert 0.18 <= float(r["skip_prob"]) <= 0.82  # the 1.5 tanh cap bounds p
         assert 0.0 <= float(r["skip_kl_half"]) <= 0.22
+        assert 1 <= int(r["diversity"]) <= len(MACRO_OPS)  # distinct ops run, skip bits not counted
     ops = _rows(enas_run / "search_ops.csv")
     assert list(ops[0]) == ["epoch", "layer", *MACRO_OPS] and len(ops) == 3 * 4  # ops per layer, no skip bits
     for r in ops:

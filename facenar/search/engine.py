@@ -119,8 +119,9 @@ class NarSearch:
                                    totals.new_tensor(len(labels))])
         all_reduce_mean(totals, self.ctx)
         self._sync_buffers()
+        freq = self.space.op_freq(archs)  # per slot (NAR) or layer (ENAS): fraction of minibatches per op
         return {"shared_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
-                "op_freq": self.space.op_freq(archs), "diversity": len({c for a in archs for c in a})}
+                "op_freq": freq, "diversity": sum(any(row[op] > 0 for row in freq) for op in range(len(freq[0])))}
 
     def _sync_grads(self) -> None:
         """Average the active path's gradients over ranks (inactive branches have none, on every rank)."""
