@@ -101,15 +101,30 @@ def test_resume_after_stop_equals_uninterrupted(enas_run, tiny_proxy, tmp_path):
     (["--space", "enas", "--ops", "conv3x3,max3x3"], "--ops: only for --space nar"),
     (["--space", "enas", "--backbone", "iresnet18"], "--backbone: only for --space nar"),
     (["--space", "enas", "--channels", "7"], "even --channels"),
-    (["--space", "enas", "--layers", "1"], "--layers >= 2"),
-    (["--space", "enas", "--skip-target", "1.5"], "--skip-target in"),
-    (["--space", "enas", "--skip-weight", "-1"], "--skip-weight must be >= 0"),
     (["--space", "enas", "--target-macs", "1M"], "only with --space nar"),
 ])
 def test_options_of_the_other_space_are_refused(tiny_proxy, tmp_path, extra, message):
     with pytest.raises(UserError, match=message):
         main([*SHARED, *extra, "--data", str(tiny_proxy), "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("extra", [["--layers", "1"], ["--skip-target", "1.5"], ["--skip-weight", "-1"]])
+def test_out_of_range_enas_options_exit_2(tiny_proxy, tmp_path, extra, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main([*TINY, *extra, "--data", str(tiny_proxy), "--out", str(tmp_path / "r")])
+    assert exited.value.code == 2 and f"{extra[0]}: must be" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_checks_enas_settings_given_from_python():
+    from facenar.search.config import SearchConfig
+
+    for bad, message in (({"layers": 1}, "--layers >= 2"), ({"skip_target": 1.0}, "--skip-target in"),
+                         ({"skip_weight": -0.1}, "--skip-weight must be >= 0")):
+        with pytest.raises(UserError, match=message):
+            SearchConfig(space="enas", **bad).validate()
+    SearchConfig(space="nar", layers=1).validate()  # the other space's settings are not its concern
 
 
 def test_fig1_plots_penalty_on_and_off(enas_run, tiny_proxy, tmp_path):

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, number
 from facenar.config import help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
@@ -55,10 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     add(space, "--ops", "comma-separated candidates", type=parse_ops)
     add(space, "--granularity", "block: one slot per block; conv: one per 3x3 conv", choices=sorted(GRANULARITIES))
     enas = p.add_argument_group("ENAS macro space (--space enas)")
-    add(enas, "--layers", "layers L", type=int)
-    add(enas, "--channels", "channels C", type=int)
-    add(enas, "--skip-weight", "skip penalty weight, 0 = off (Fig. 1)", type=float)
-    add(enas, "--skip-target", "skip penalty's target probability", type=float)
+    add(enas, "--layers", "layers L", type=number(int, min=2))
+    add(enas, "--channels", "channels C, even", type=number(int, min=2))
+    add(enas, "--skip-weight", "skip penalty weight, 0 = off (Fig. 1)", type=number(float, min=0))
+    add(enas, "--skip-target", "skip penalty's target probability", type=number(float, gt=0, lt=1))
     shared = p.add_argument_group("shared-weight training")
     add(shared, "--epochs", "", type=int)
     add(shared, "--pretrain-epochs", "PreTrain: uniform sampling, controller frozen", type=int)
