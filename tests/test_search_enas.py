@@ -127,12 +127,24 @@ def test_config_checks_enas_settings_given_from_python():
     SearchConfig(space="nar", layers=1).validate()  # the other space's settings are not its concern
 
 
-def test_fig1_plots_penalty_on_and_off(enas_run, tiny_proxy, tmp_path):
+def test_fig1_plots_penalty_on_and_off(enas_run, tiny_proxy, tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
     from facenar.search.fig1 import main as fig1
 
     off = tmp_path / "penalty_off"
     main([*TINY, "--skip-weight", "0", "--epochs", "2", "--data", str(tiny_proxy), "--out", str(off)])
+    drawn = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (drawn.append(fig), close(fig)))
     assert fig1([str(enas_run), str(off), "--out", str(tmp_path / "fig1.png")]) == 0
+    kl_panel, prob_panel = drawn[-1].axes
+    assert kl_panel.get_title().startswith("KL") and prob_panel.get_title() == "mean skip probability"
+    assert [line.get_label() for line in kl_panel.lines] == ["penalty_on: skip penalty on (weight 0.8)",
+                                                            "penalty_off: skip penalty off"]
+    on = _rows(enas_run / "search.csv")
+    assert list(kl_panel.lines[0].get_ydata()) == pytest.approx([float(r["skip_kl_half"]) for r in on])
+    assert list(prob_panel.lines[0].get_ydata()) == pytest.approx([float(r["skip_prob"]) for r in on])
     assert (tmp_path / "fig1.png").read_bytes()[:4] == b"\x89PNG"
     rows = _rows(tmp_path / "fig1.csv")
     assert [(r["run"], r["skip_weight"], r["epoch"]) for r in rows] == [

@@ -19,6 +19,7 @@ from data_tools.textinput import read_text
 from facenar.search.spaces import SKIP_COLUMNS
 
 CSV_COLUMNS = ["run", "skip_weight", "epoch", *SKIP_COLUMNS]
+PANELS = (("skip_kl_half", "KL(p_skip || 0.5) of sampled architectures"), ("skip_prob", "mean skip probability"))
 
 
 def read_run(run_dir: str | Path) -> list[dict]:
@@ -53,11 +54,9 @@ def plot_fig1(run_dirs: Sequence[str | Path], out: str | Path, out_csv: str | Pa
 
     runs = [read_run(path) for path in run_dirs]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for rows in runs:
-        epochs = [r["epoch"] for r in rows]
-        for ax, key in zip(axes, SKIP_COLUMNS):
-            ax.plot(epochs, [r[key] for r in rows], marker=".", label=label(rows))
-    for ax, title in zip(axes, ("KL(p_skip || 0.5) of sampled architectures", "mean skip probability")):
+    for ax, (key, title) in zip(axes, PANELS):
+        for rows in runs:
+            ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker=".", label=label(rows))
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.legend(fontsize="small")
