@@ -142,7 +142,8 @@ class EnasSpace:
 
     def describe(self) -> str:
         cfg = self.cfg
-        penalty = f"skip penalty {cfg.skip_weight} x KL(p || {cfg.skip_target})" if cfg.skip_weight else "no skip penalty"
+        penalty = (f"skip penalty {cfg.skip_weight} x KL(p || {cfg.skip_target})" if cfg.skip_weight
+                   else "no skip penalty")
         return (f"ENAS macro search: {cfg.layers} layers x {len(self.candidates)} ops + skips, {cfg.channels} "
                 f"channels, input {cfg.input_size}, {self.num_slots} codes, {penalty}")
 
