@@ -31,6 +31,16 @@ def tiny_demo(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_proxy(tiny_demo, tmp_path_factory) -> Path:
+    """A proxy split of the tiny demo (24 identities), what the search tests run on."""
+    from data_tools.proxy import build_proxy
+
+    out = tmp_path_factory.mktemp("proxy") / "proxy"
+    build_proxy(tiny_demo, out, num_ids=24, per_id=12, val_per_id=3, seed=0)
+    return out
+
+
 @pytest.fixture(autouse=True)
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep tests from reading or filling the user's ~/.cache/facenar."""

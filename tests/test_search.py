@@ -23,15 +23,6 @@ TINY = ["--backbone", "iresnet18", "--width", "0.125", "--input-size", "32", "--
 
 
 @pytest.fixture(scope="module")
-def tiny_proxy(tiny_demo, tmp_path_factory):
-    from data_tools.proxy import build_proxy
-
-    out = tmp_path_factory.mktemp("proxy") / "proxy"
-    build_proxy(tiny_demo, out, num_ids=24, per_id=12, val_per_id=3, seed=0)
-    return out
-
-
-@pytest.fixture(scope="module")
 def full_run(tiny_proxy, tmp_path_factory):
     """One uninterrupted tiny search (the reference for the resume tests)."""
     out = tmp_path_factory.mktemp("runs") / "full"
@@ -122,10 +113,10 @@ def test_cost_model_and_cost_aware_reward(tiny_proxy, tmp_path):
     from facenar.search.reward import macs_model
 
     engine = _engine(tiny_proxy, tmp_path, target_macs=1.0e6, cost_weight=-0.5)
-    macs = macs_model(engine.space)
+    macs = macs_model(engine.space.template)
     gen = torch.Generator().manual_seed(0)
     for codes in torch.randint(0, 4, (5, 8), generator=gen).tolist():
-        assert macs(codes) == count_cost(engine.space.with_codes(codes)).macs
+        assert macs(codes) == count_cost(engine.space.template.with_codes(codes)).macs
     rewards = engine.rewards
     cheap = [2] * 8  # max-pool everywhere: below the target, no penalty
     dear = [0] * 8

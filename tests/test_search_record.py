@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from facenar.space.arch import Arch
+from facenar.space.cost import arch_stats, format_stats
 from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
 
 OPS = ["conv3x3", "dwconv3x3", "max3x3", "avg3x3"]
@@ -35,8 +36,8 @@ def test_rows_plots_and_truncate(tmp_path):
 
 def test_final_table_lists_ops_savings_and_rewards():
     arch = Arch("iresnet18", [0, 1, 2, 3, 0, 0, 0, 1], OPS, width=0.25, input_size=32)
-    text = format_final_table(arch, {"reward": 0.5, "greedy_reward": 0.45, "random_mean_reward": 0.3,
-                                     "random_count": 20})
+    text = format_final_table(format_stats(arch_stats(arch)), {"reward": 0.5, "greedy_reward": 0.45, "random_mean_reward": 0.3,
+                                                    "random_count": 20})
     rows = [line.split() for line in text.splitlines() if line.split()[:1] in (["1"], ["2"])]
     assert rows[0][5] == "dwconv3x3" and rows[1][5] == "max3x3"
     assert "vs baseline" in text and "%" in text

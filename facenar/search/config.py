@@ -36,7 +36,9 @@ RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUN
               controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
               baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
               val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
-              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0)
+              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0,
+              layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
+              skip_target=number(float, gt=0, lt=1))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
@@ -45,7 +47,8 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                steps_per_epoch="ours", augment="ArcFace", scale="ArcFace", m2="ArcFace", controller_steps="ENAS",
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
-               random_samples="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
+               skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
                workers="ours")
 
 
@@ -66,6 +69,11 @@ class SearchConfig(RunConfig):
     embedding_size: int = 512
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     granularity: str = "block"
+    space: str = "nar"                   # nar | enas (ENAS's macro space: the options below)
+    layers: int = 12                     # enas: layers L
+    channels: int = 36                   # enas: channels C
+    skip_weight: float = 0.8             # enas: ENAS's skip penalty weight, 0 = off (the paper's Fig. 1)
+    skip_target: float = 0.4             # enas: the penalty's target skip probability
     epochs: int = 150
     pretrain_epochs: int = 10
     t0: float = 10
@@ -121,6 +129,17 @@ class SearchConfig(RunConfig):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
         if self.cost == "macs" and (self.target_latency or self.latency_table):
             raise UserError("--target-latency / --latency-table need --cost latency")
+        if self.space not in ("nar", "enas"):
+            raise UserError(f"--space must be nar or enas, got {self.space!r}")
+        if self.space == "enas":
+            self._check_enas()
+
+    def _check_enas(self) -> None:
+        if self.channels % 2:
+            raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
+                            f"two), got {self.channels}")
+        if self.target_macs or self.cost == "latency":
+            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
 
 
 def search_space(cfg: SearchConfig):
@@ -131,6 +150,21 @@ def search_space(cfg: SearchConfig):
                 cfg.input_size, cfg.embedding_size, cfg.granularity)
 
 
+# options that belong to one search space only: giving one with the other space is an error
+SPACE_OPTIONS = {"nar": ("backbone", "width", "embedding_size", "ops", "granularity"),
+                 "enas": ("layers", "channels", "skip_weight", "skip_target")}
+
+
+def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    """Refuse options of the other search space (they would silently do nothing)."""
+    for space, names in SPACE_OPTIONS.items():
+        given = [f"--{name.replace('_', '-')}" for name in names if name in explicit]
+        if space != cfg.space and given:
+            raise UserError(f"{', '.join(given)}: only for --space {space}, but this search uses --space "
+                            f"{cfg.space}; drop the option or pass --space {space}")
+    return cfg
+
+
 def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     """RunConfig.resolve, plus the search's own rule: without --data, the demo proxy and demo preset."""
     if explicit.get("data"):
@@ -139,7 +173,8 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     if resume:
         from facenar.rundir import read_run_config
 
-        return SearchConfig.resolve(explicit, preset, read_run_config(resume), where=resume)
+        return check_space_options(explicit, SearchConfig.resolve(explicit, preset, read_run_config(resume),
+                                                                  where=resume))
     if not preset and not explicit.get("data"):
         given = [SearchConfig.flag(k) for k in SPACE_KEYS if k in explicit]
         if given:
@@ -152,4 +187,4 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         from data_tools.proxy import ensure_demo_proxy
 
         explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
-    return SearchConfig.resolve(explicit, preset)
+    return check_space_options(explicit, SearchConfig.resolve(explicit, preset))

@@ -1,4 +1,6 @@
-"""The NAR search engine: shared-weight training, controller training, derivation, checkpoint/resume.
+"""The search engine: shared-weight training, controller training, derivation, checkpoint/resume.
+
+The search space (NAR's iresnet slots or ENAS's macro space) comes from facenar.search.spaces.
 
 One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
 PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by the
@@ -9,6 +11,7 @@ its last checkpoint ends exactly where an uninterrupted one would (single proces
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import time
 from itertools import islice
@@ -17,8 +20,7 @@ from pathlib import Path
 import torch
 
 from data_tools.cli import UserError, progress
-from facenar.space.arch import Arch
-from facenar.search.controller import Controller, Reinforce, uniform_entropy
+from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
 from facenar.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything, to_cpu
@@ -26,6 +28,7 @@ from facenar.config import format_differences
 from facenar.rundir import RunDir
 from facenar.schedule import set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
+from facenar.search.spaces import make_space
 from facenar.search.reward import RewardModel, latency_model
 from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
 from facenar.tasks import get_task
@@ -45,31 +48,27 @@ class NarSearch:
         self.cfg, self.run_dir, self.ctx, self.workers = cfg, run, ctx, workers
         self.device = ctx.device
         seed_everything(cfg.seed)
-        from facenar.space.supernet import Supernet
-
         task = get_task(cfg.task)
         self.data = data if data is not None else task.search_data(cfg)
-        self.space = search_space(cfg)
-        self.baseline = self.space.with_codes([cfg.ops.index("conv3x3")] * self.space.num_slots) \
-            if "conv3x3" in cfg.ops else None
-        self.supernet = Supernet(cfg.backbone, candidates=cfg.ops, width=cfg.width, granularity=cfg.granularity,
-                                 input_size=cfg.input_size, embedding_size=cfg.embedding_size).to(self.device)
-        self.head = task.search_head(cfg, self.data.num_classes).to(self.device)
+        self.space = make_space(cfg)  # NAR's or ENAS's: supernet, controller, codes, arch file
+        self.supernet = self.space.supernet().to(self.device)
+        self.head = task.search_head(dataclasses.replace(cfg, embedding_size=self.space.feature_size),
+                                     self.data.num_classes).to(self.device)
         self.loss = task.search_loss(cfg)
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                          weight_decay=cfg.weight_decay)
-        self.controller = Controller(self.supernet.num_slots, self.supernet.num_ops,
-                                     tanh_constant=cfg.tanh_constant, temperature=cfg.temperature)
+        self.controller = self.space.controller()
         self.trainer = Reinforce(self.controller, lr=cfg.controller_lr, baseline_decay=cfg.baseline_decay,
                                  entropy_weight=cfg.entropy_weight)
         self.arch_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast, self.space,
-                                   cfg) if ctx.is_main else None
-        self.record = SearchRecord(run.path, cfg.ops) if ctx.is_main else None
+        self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast,
+                                   self.space.template, cfg) if ctx.is_main else None
+        self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
+                                   self.space.slot_name) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
     # ----- one epoch -------------------------------------------------------------------------
@@ -83,8 +82,7 @@ class NarSearch:
         codes = None
         if self.ctx.is_main:
             if self.epoch < self.cfg.pretrain_epochs:
-                codes = torch.randint(0, self.supernet.num_ops, (steps, self.supernet.num_slots),
-                                      generator=self.arch_gen).tolist()
+                codes = self.space.random_codes(steps, self.arch_gen)
             else:
                 with torch.no_grad():
                     codes = self.controller.sample(steps, self.arch_gen).codes
@@ -121,10 +119,9 @@ class NarSearch:
                                    totals.new_tensor(len(labels))])
         all_reduce_mean(totals, self.ctx)
         self._sync_buffers()
-        freq = torch.zeros(self.supernet.num_slots, self.supernet.num_ops, dtype=torch.float64)
-        freq.scatter_add_(1, torch.tensor(archs).t(), torch.ones(self.supernet.num_slots, steps, dtype=torch.float64))
+        freq = self.space.op_freq(archs)  # per slot (NAR) or layer (ENAS): fraction of minibatches per op
         return {"shared_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
-                "op_freq": (freq / steps).tolist(), "diversity": len({c for a in archs for c in a})}
+                "op_freq": freq, "diversity": sum(any(row[op] > 0 for row in freq) for op in range(len(freq[0])))}
 
     def _sync_grads(self) -> None:
         """Average the active path's gradients over ranks (inactive branches have none, on every rank)."""
@@ -148,14 +145,12 @@ class NarSearch:
         cfg = self.cfg
         if self.epoch < cfg.pretrain_epochs:
             images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
-            codes = torch.randint(0, self.supernet.num_ops, (cfg.controller_samples, self.supernet.num_slots),
-                                  generator=self.arch_gen).tolist()
+            codes = self.space.random_codes(cfg.controller_samples, self.arch_gen)
             rewards = self.rewards.batch(codes, images, labels)
             best = max(range(len(codes)), key=rewards.__getitem__)
             return {"phase": "pretrain", "reward_mean": sum(rewards) / len(rewards), "reward_max": rewards[best],
-                    "best_codes": codes[best], "entropy": uniform_entropy(self.supernet.num_slots,
-                                                                          self.supernet.num_ops),
-                    "baseline": self.trainer.baseline}
+                    "best_codes": codes[best], "entropy": self.space.uniform_entropy(),
+                    "baseline": self.trainer.baseline, **self.space.policy_stats(self.controller, codes)}
         steps = []
         for _ in range(cfg.controller_steps):
             images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
@@ -164,7 +159,8 @@ class NarSearch:
         best = max(steps, key=lambda s: s["reward_max"])
         return {"phase": "search", "reward_mean": sum(s["reward_mean"] for s in steps) / len(steps),
                 "reward_max": best["reward_max"], "best_codes": best["best_codes"],
-                "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline}
+                "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline,
+                **{key: sum(s[key] for s in steps) / len(steps) for key in self.space.extra_columns}}
 
     # ----- checkpoint ------------------------------------------------------------------------
     def save(self) -> None:
@@ -197,7 +193,7 @@ class NarSearch:
         self.epoch, self.best = state["epoch"], state["best"]
 
     # ----- the whole run ---------------------------------------------------------------------
-    def run(self, resume: bool = False, stop_after_epochs: int | None = None) -> Arch | None:
+    def run(self, resume: bool = False, stop_after_epochs: int | None = None):
         """Train until cfg.epochs (or `stop_after_epochs` more, to simulate a kill), then derive."""
         cfg = self.cfg
         if resume:
@@ -207,9 +203,8 @@ class NarSearch:
                 self.run_dir.log(f"resumed {self.run_dir.path} after epoch {self.epoch}")
         elif self.ctx.is_main:
             self.run_dir.log(format_differences(cfg))  # first: a demo run is never mistaken for the paper's
-            self.run_dir.log(f"NAR search: {cfg.backbone} width {cfg.width} input {cfg.input_size}, "
-                             f"{self.supernet.num_slots} slots x {len(cfg.ops)} ops ({','.join(cfg.ops)}), "
-                             f"{cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); {self.data.describe()}; "
+            self.run_dir.log(f"{self.space.describe()}, {cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); "
+                             f"{self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
         done_here = 0
         while self.epoch < cfg.epochs:
@@ -241,10 +236,8 @@ class NarSearch:
             barrier(self.ctx)
         return self.derive() if self.ctx.is_main else None
 
-    def derive(self) -> Arch:
-        """Score K sampled + the greedy architecture on the whole val split; save the best."""
-        from facenar.space.cost import count_cost
-
+    def derive(self):
+        """Score K sampled + the greedy architecture on the whole val split; save the best (Arch/MacroArch)."""
         cfg = self.cfg
         gen = torch.Generator().manual_seed(cfg.seed + 3)
         with torch.no_grad():
@@ -256,24 +249,20 @@ class NarSearch:
                 cache[tuple(codes)] = self.rewards.full(codes)
         scored = [(cache[tuple(codes)], codes) for codes in sampled + [greedy]]
         reward, codes = max(scored, key=lambda item: item[0])  # first best on ties
-        random_codes = torch.randint(0, self.supernet.num_ops, (cfg.random_samples, self.supernet.num_slots),
-                                     generator=gen).tolist()
+        random_codes = self.space.random_codes(cfg.random_samples, gen)
         random_rewards = [self.rewards.full(c) for c in random_codes]
+        baseline = self.space.baseline_codes()
         summary = {"reward": reward, "accuracy": self.rewards.accuracy_full(codes) if self.rewards.target else reward,
                    "greedy_reward": scored[-1][0], "greedy_codes": greedy,
                    "random_count": len(random_rewards),
                    "random_mean_reward": sum(random_rewards) / len(random_rewards) if random_rewards else None,
-                   "baseline_reward": self.rewards.full(self.baseline.codes) if self.baseline else None}
-        arch = self.space.with_codes(codes)
-        cost = count_cost(arch)
-        arch.provenance = {**summary, "params": cost.params, "macs": cost.macs,
-                           "op_counts": {name: arch.ops.count(name) for name in arch.candidates},
-                           "search": {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed,
-                                      "epochs": cfg.epochs, "pretrain_epochs": cfg.pretrain_epochs,
-                                      "derive_samples": cfg.derive_samples, "cost": cfg.cost,
-                                      "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}}
+                   "baseline_reward": self.rewards.full(baseline) if baseline else None}
+        search = {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed, "epochs": cfg.epochs,
+                  "pretrain_epochs": cfg.pretrain_epochs, "derive_samples": cfg.derive_samples, "cost": cfg.cost,
+                  "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}
+        arch, table = self.space.make_arch(codes, {**summary, "search": search})
         arch.save(self.run_dir.path / ARCH_JSON)
-        table = format_final_table(arch, summary)
+        table = format_final_table(table, summary)
         print(table, flush=True)
         self.run_dir.log("derived architecture:\n" + table, echo=False)
         self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}; record: search.csv, search_ops.csv, "
@@ -283,7 +272,7 @@ class NarSearch:
 
 
 def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
-               stop_after_epochs: int | None = None) -> Arch | None:
+               stop_after_epochs: int | None = None):
     """Join torchrun's group (if any), resolve the config and run directory on rank 0, search."""
     ctx = init_distributed(device)
     try:

@@ -19,12 +19,13 @@ HEATMAP_PNG = "search_ops.png"
 class SearchRecord:
     """Everything a search writes per epoch into its run directory."""
 
-    def __init__(self, run_dir: str | Path, candidates: Sequence[str], tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, candidates: Sequence[str], extra_columns: Sequence[str] = (),
+                 slot_name: str = "slot", tensorboard: bool = True):
         self.dir = Path(run_dir)
-        self.candidates = list(candidates)
-        self.metrics = MetricsCSV(self.dir / "search.csv", COLUMNS, key="epoch",
+        self.candidates, self.slot_name = list(candidates), slot_name
+        self.metrics = MetricsCSV(self.dir / "search.csv", COLUMNS + list(extra_columns), key="epoch",
                                   tensorboard="search/" if tensorboard else None)
-        self.ops = MetricsCSV(self.dir / "search_ops.csv", ["epoch", "slot", *self.candidates], key="epoch")
+        self.ops = MetricsCSV(self.dir / "search_ops.csv", ["epoch", slot_name, *self.candidates], key="epoch")
 
     def truncate_after(self, epoch: int) -> None:
         """Drop rows an interrupted run wrote after its last checkpoint."""
@@ -32,10 +33,10 @@ class SearchRecord:
         self.ops.truncate_after(epoch)
 
     def add_epoch(self, row: dict, op_freq: Sequence[Sequence[float]]) -> None:
-        """One search.csv row plus one search_ops.csv row per slot (fraction of minibatches per op)."""
+        """One search.csv row plus one search_ops.csv row per slot or layer (fraction of minibatches per op)."""
         self.metrics.append(row)
         for slot, freqs in enumerate(op_freq):
-            self.ops.append({"epoch": row["epoch"], "slot": slot, **dict(zip(self.candidates, freqs))})
+            self.ops.append({"epoch": row["epoch"], self.slot_name: slot, **dict(zip(self.candidates, freqs))})
 
     def plot(self) -> None:
         """search_curves.png (reward, entropy, loss, lr) and search_ops.png (per-slot op heat-maps)."""
@@ -73,11 +74,11 @@ class SearchRecord:
 
         rows = self.ops.read()
         epochs = sorted({int(r["epoch"]) for r in rows})
-        slots = sorted({int(r["slot"]) for r in rows})
+        slots = sorted({int(r[self.slot_name]) for r in rows})
         grid = np.zeros((len(self.candidates), len(slots), len(epochs)))
         for r in rows:
             for k, name in enumerate(self.candidates):
-                grid[k, int(r["slot"]), epochs.index(int(r["epoch"]))] = float(r[name])
+                grid[k, int(r[self.slot_name]), epochs.index(int(r["epoch"]))] = float(r[name])
         fig, axes = plt.subplots(1, len(self.candidates), figsize=(3.2 * len(self.candidates), 4), squeeze=False)
         for k, name in enumerate(self.candidates):
             ax = axes[0, k]
@@ -86,7 +87,7 @@ class SearchRecord:
             ax.set_title(f"P({name})")
             ax.set_xlabel("epoch")
             if k == 0:
-                ax.set_ylabel("slot")
+                ax.set_ylabel(self.slot_name)
         fig.colorbar(image, ax=axes[0, :].tolist(), shrink=0.8, label="fraction of sampled architectures")
         _save(fig, self.dir / HEATMAP_PNG)
 
@@ -104,11 +105,10 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
-def format_final_table(arch, summary: dict) -> str:
-    """facenar.space.cost's per-slot table (op, params, MACs against the baseline), then the rewards."""
-    from facenar.space.cost import arch_stats, format_stats
-
-    lines = [format_stats(arch_stats(arch)), ""]
+def format_final_table(arch_table: str, summary: dict) -> str:
+    """The search space's table of the derived architecture, then its proxy-val reward next to the
+    greedy, baseline and random ones."""
+    lines = [arch_table, ""]
     for label, key in (("refined architecture", "reward"), ("greedy architecture", "greedy_reward"),
                        ("baseline (all conv3x3)", "baseline_reward"),
                        (f"mean of {summary.get('random_count', 0)} random", "random_mean_reward")):
