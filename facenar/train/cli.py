@@ -14,6 +14,7 @@ from data_tools.cli import UserError
 from facenar.rundir import read_run_config
 from facenar.config import help_default
 from facenar.train.config import MARGINS, PRESETS, TrainConfig, resolve_config
+from facenar.tasks import TASKS
 from facenar.train.engine import train
 
 
@@ -29,11 +30,15 @@ def build_parser() -> argparse.ArgumentParser:
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
                   "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
     add("--backbone", "baseline backbone when no --arch")
-    add("--data", "emore folder (train.rec/idx, property, *.bin); default: demo data", metavar="DIR")
+    add("--task", "face, cifar10 (CIFAR-10 python batches) or imagenet (ImageFolder train/, val/)", choices=TASKS)
+    add("--data", "emore folder (train.rec/idx, property, *.bin); --task cifar10: cifar-10-python.tar.gz or "
+                  "cifar-10-batches-py/; --task imagenet: ImageFolder root; default: the task's demo data",
+        metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU (with --task T: T's demo/paper; "
+                                                            "T's demo is the default without --data)")
     add("--epochs", "", type=int)
     add("--batch-size", "per process", type=int)
     add("--lr", "peak learning rate (alias --lr-max)", "--lr-max", type=float)
@@ -88,9 +93,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def format_summary(summary: dict) -> str:
     state = "stopped" if summary["stopped"] else "finished"
     lines = [f"{state} at step {summary['step']} (epoch {summary['epoch']:.2f}); run dir {summary['run_dir']}"]
-    for name, metrics in (summary.get("verify") or {}).items():
+    results, score = summary.get("verify") or {}, "mean accuracy"
+    if "top1" in results:  # a classification task's test split
+        lines.append(f"  {results['split']} ({results['images']} images): " + ", ".join(
+            f"top-{k} {results[f'top{k}']:.2f}%" for k in (1, 5) if f"top{k}" in results))
+        results, score = {}, "top-1"
+    for name, metrics in results.items():
         lines.append(f"  {name:10s} accuracy {100 * metrics['accuracy']:.2f}% +- {100 * metrics['std']:.2f}")
     if summary.get("best_mean_acc") is not None:
-        lines.append(f"  best mean accuracy {summary['best_mean_acc']:.2f}% (best.pt)")
+        lines.append(f"  best {score} {summary['best_mean_acc']:.2f}% (best.pt)")
     return "\n".join(lines)
 

@@ -106,7 +106,7 @@ class _TrainingRun:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, path: Path, resume: bool, force: bool):
         self.cfg, self.ctx = cfg, ctx
-        task = get_task(cfg.task)
+        self.task = task = get_task(cfg.task)
         self.arch = resolve_arch(cfg)
         self.data_dir, dataset, num_classes = task.train_data(cfg, self.arch.input_size, ctx)
         self.config = {**asdict(cfg), "data": str(self.data_dir), "arch": self.arch.to_dict(),
@@ -238,7 +238,7 @@ class _TrainingRun:
                     self.best = mean
                     save_model(self.run.path / BEST, self.arch, self.engine.module,
                                {**extra, "best_mean_acc": mean, "verify": results})
-                    self.run.log(f"best mean accuracy so far {100 * mean:.2f}% -> {self.run.path / BEST}")
+                    self.run.log(f"best score so far {mean:.2f}% -> {self.run.path / BEST}")  # scores are percent
             if last:
                 save_model(self.run.path / LAST, self.arch, self.engine.module, {**extra, "best_mean_acc": self.best})
                 self.run.log(f"checkpoint: step {self.step} -> {self.run.path / LAST}")
@@ -257,7 +257,8 @@ class _TrainingRun:
 
     def _verify(self) -> tuple[dict, float]:
         """The task's evaluation: its results, and the score that keeps best.pt."""
-        results, row, mean = self.evaluation.run(self.engine.module, str(self.ctx.device), self.arch.input_size,
+        model = self.task.scored_model(self.engine.module, self.engine.head)
+        results, row, mean = self.evaluation.run(model, str(self.ctx.device), self.arch.input_size,
                                                  self.cfg.verify_batch)
         self._record(row)
         self.run.log(f"step {self.step} {self.evaluation.describe(results, mean)}")
