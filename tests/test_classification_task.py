@@ -97,6 +97,19 @@ def test_search_holds_out_a_seeded_tenth_and_never_reads_the_test_batch(tiny_cif
     assert torch.allclose(x, torch.stack([data.val[i][0] for i in range(4)]), atol=1e-5)  # same normalisation
 
 
+def test_task_presets_are_data_and_demo_is_the_default_without_data():
+    from facenar.search.config import TASK_PRESETS as SEARCH_PRESETS
+    from facenar.train.config import TASK_PRESETS as TRAIN_PRESETS, resolve_config
+
+    for table in (SEARCH_PRESETS, TRAIN_PRESETS):
+        assert {p["backbone"] for task in table.values() for p in task.values()} == {"resnet18"}
+    demo = resolve_config({"task": "cifar10", "backbone": BACKBONE})
+    assert (demo.task, demo.epochs, demo.width, demo.input_size, demo.grad_clip) == ("cifar10", 3, 0.25, 32, 0.0)
+    paper = resolve_config({"task": "imagenet", "data": "x", "backbone": BACKBONE})
+    assert (paper.epochs, paper.batch_size, paper.input_size, paper.weight_decay, paper.t0) == (90, 256, 224, 1e-4, 90)
+    assert resolve_config({"data": "x"}).backbone == "iresnet50"  # the face task keeps its defaults
+
+
 def test_train_cifar10_reports_test_top1_resumes_and_evaluates(searched, tiny_cifar, tmp_path, capsys):
     full, cut = tmp_path / "full", tmp_path / "cut"
     common = ["--task", "cifar10", "--data", str(tiny_cifar), "--arch", str(searched / "arch.json"), *TRAIN]
