@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     backbone, arch, payload = load_model(args.model)
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     task_name = config.get("task", "face")
-    if task_name == "face" or CLASSIFIER not in payload and "head" in payload:
+    if task_name == "face":
         raise UserError(f"{args.model} is a face-recognition checkpoint; score it with python -m facenar.verify")
     task = get_task(task_name)
     if not isinstance(task, ClassificationTask):
