@@ -11,7 +11,6 @@ import argparse
 import json
 from typing import Sequence
 
-import torch
 from torch import nn
 
 from data_tools.atomic import write_text_atomic

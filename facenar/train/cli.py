@@ -37,8 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU (with --task T: T's demo/paper; "
-                                                            "T's demo is the default without --data)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU "
+                                                              "(with --task T: T's demo/paper; T's demo is the "
+                                                              "default without --data)")
     add("--epochs", "", type=int)
     add("--batch-size", "per process", type=int)
     add("--lr", "peak learning rate (alias --lr-max)", "--lr-max", type=float)
