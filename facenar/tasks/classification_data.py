@@ -9,6 +9,7 @@ centre crop 224 for evaluation. cv2/NumPy only (no torchvision).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
 
@@ -78,13 +79,20 @@ def open_cifar10(source: str | os.PathLike | None, split: str, *, seed: int = 0,
     return CifarImages(images, labels, data.classes, augment=split in ("train", "search_train"))
 
 
+@functools.lru_cache(maxsize=4)
+def _scanned(root: str):
+    """scan_imagefolder, once per process: walking ImageNet's 1.3M files takes seconds, and a run opens
+    its splits several times (training, held-out, every evaluation)."""
+    return scan_imagefolder(root)
+
+
 def open_imagefolder(root: str | os.PathLike, split: str, *, size: int = 224, seed: int = 0,
                      holdout: int | None = None) -> "FolderImages":
     """The splits of open_cifar10 for an ImageFolder tree: `train` (train/), `search_train` /
     `search_val` (a seeded hold-out of train/), `test` (val/, final evaluation only)."""
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")
-    train, val = scan_imagefolder(root)
+    train, val = _scanned(os.path.abspath(root))
     chosen = val if split == "test" else train
     if split.startswith("search_"):
         count = len(train.paths)
