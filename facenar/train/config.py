@@ -27,20 +27,21 @@ PRESETS = {
 # Classification presets (--task cifar10 / imagenet). cifar10 paper: SGD 0.9, wd 5e-4, batch 128, SGDR
 # T0=10, T_mult=2 over 150 epochs (cycles 10+20+40+80 end together). imagenet paper: the standard
 # ResNet-18 recipe with one 90-epoch cosine (SGDR T0=90, no restart) instead of step decay; batch 256
-# per process, i.e. pass --batch-size 256/N to N processes. Demo: CPU-sized, a few minutes on 2 cores.
+# per process, i.e. pass --batch-size 256/N to N processes. Demo: CPU-sized, a few minutes on 2 cores;
+# embedding_size = ResNet-18's feature length, 512 x width.
 CLASSIFICATION = dict(grad_clip=0.0, lr_min=0.0)
 TASK_PRESETS = {
     "cifar10": {
         "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=32, epochs=150, batch_size=128,
                       lr=0.1, t0=10, t_mult=2, momentum=0.9, weight_decay=5e-4),
-        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.25, input_size=32, epochs=3, batch_size=64,
-                     lr=0.05, t0=3, t_mult=1, log_every=10, checkpoint_every=200, workers=1),
+        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=3,
+                     batch_size=64, lr=0.05, t0=3, t_mult=1, log_every=10, checkpoint_every=200, workers=1),
     },
     "imagenet": {
         "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=224, epochs=90, batch_size=256,
                       lr=0.1, t0=90, t_mult=1, momentum=0.9, weight_decay=1e-4, workers=8),
-        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.125, input_size=64, epochs=2, batch_size=16,
-                     lr=0.05, t0=2, t_mult=1, log_every=4, workers=1),
+        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2,
+                     batch_size=16, lr=0.05, t0=2, t_mult=1, log_every=4, workers=1),
     },
 }
 PRESETS.update(task_presets(TASK_PRESETS))
