@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = classifier(payload, backbone.to(device), args.model)
     evaluation = TopK(task, data, args.workers)
     results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
-    print(evaluation.describe(results, results["top1"]))
+    print(evaluation.describe(results))
     if args.json:
         report = {"model": str(args.model), "task": task_name, "data": str(data), **results}
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")

@@ -207,6 +207,8 @@ class TopK:
         results = {"split": f"{self.folder}:{self.task.test_name}", "images": len(dataset), **row}
         return results, row, row["top1"]
 
-    def describe(self, results: dict, score: float) -> str:
-        return f"{self.task.test_name} ({results['images']} images): " + ", ".join(
-            f"top-{k} {results[f'top{k}']:.2f}%" for k in self.ks)
+    @staticmethod
+    def describe(results: dict, score: float | None = None) -> str:
+        """'DATA:split (N images): top-1 x%, top-5 y%' (also the training summary's and facenar.evaluate's line)."""
+        return f"{results['split']} ({results['images']} images): " + ", ".join(
+            f"top-{k} {results[f'top{k}']:.2f}%" for k in (1, 5) if f"top{k}" in results)

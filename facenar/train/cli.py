@@ -96,8 +96,9 @@ def format_summary(summary: dict) -> str:
     lines = [f"{state} at step {summary['step']} (epoch {summary['epoch']:.2f}); run dir {summary['run_dir']}"]
     results, score = summary.get("verify") or {}, "mean accuracy"
     if "top1" in results:  # a classification task's test split
-        lines.append(f"  {results['split']} ({results['images']} images): " + ", ".join(
-            f"top-{k} {results[f'top{k}']:.2f}%" for k in (1, 5) if f"top{k}" in results))
+        from facenar.tasks.classification import TopK
+
+        lines.append(f"  {TopK.describe(results)}")
         results, score = {}, "top-1"
     for name, metrics in results.items():
         lines.append(f"  {name:10s} accuracy {100 * metrics['accuracy']:.2f}% +- {100 * metrics['std']:.2f}")
