@@ -97,6 +97,14 @@ def test_search_holds_out_a_seeded_tenth_and_never_reads_the_test_batch(tiny_cif
     assert torch.allclose(x, torch.stack([data.val[i][0] for i in range(4)]), atol=1e-5)  # same normalisation
 
 
+def test_search_imagenet_folder_holds_out_a_tenth_of_train(tiny_folder, tmp_path):
+    run = tmp_path / "run"
+    assert search(["--task", "imagenet", "--data", str(tiny_folder), "--out", str(run), *SEARCH,
+                   "--batch-size", "8", "--val-batch", "4"]) == 0
+    assert "36 search-train images, 4 held-out val images, 10 classes" in (run / "run.log").read_text()
+    assert (run / "arch.json").is_file() and len(_rows(run / "search.csv")) == 2
+
+
 def test_task_presets_are_data_and_demo_is_the_default_without_data():
     from facenar.search.config import TASK_PRESETS as SEARCH_PRESETS
     from facenar.train.config import TASK_PRESETS as TRAIN_PRESETS, resolve_config
