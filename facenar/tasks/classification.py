@@ -28,9 +28,9 @@ CLASSIFIER = "classifier"  # checkpoint key of the head's weights (facenar.evalu
 class ClassificationTask(Task):
     """What CIFAR-10 and ImageFolder share; a subclass says where data lives and how it opens."""
 
-    mean: tuple[float, float, float] = CIFAR10_MEAN
-    std: tuple[float, float, float] = CIFAR10_STD
-    test_name = "test"
+    mean: tuple[float, float, float]  # per-channel normalisation of the training pipeline
+    std: tuple[float, float, float]
+    test_name: str                     # the split final evaluation reads
 
     def default_data(self) -> Path:
         """The demo dataset (generated on first use)."""
@@ -87,6 +87,8 @@ class ClassificationTask(Task):
 
 class Cifar10Task(ClassificationTask):
     name = "cifar10"
+    mean, std = CIFAR10_MEAN, CIFAR10_STD
+    test_name = "test"
 
     def default_data(self) -> Path:
         from data_tools.cifar_demo import ensure_demo_cifar
