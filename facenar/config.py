@@ -92,8 +92,8 @@ class RunConfig:
         return cls(**values).validate()
 
     def differences(self, reference: str = "paper") -> dict:
-        """Settings that differ from a preset (for the run log)."""
-        base = type(self)(**type(self).PRESETS[reference]).to_dict()
+        """Settings that differ from a preset of the run's task (for the run log)."""
+        base = type(self)(**type(self).PRESETS[preset_key(getattr(self, "task", "face"), reference)]).to_dict()
         return {k: v for k, v in self.to_dict().items() if base.get(k) != v and k not in ("preset", "data")}
 
     def preset_settings(self) -> dict:
@@ -107,6 +107,17 @@ class RunConfig:
 
 def _shown(value) -> str:
     return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def preset_key(task: str, name: str) -> str:
+    """The PRESETS entry of a task's preset: the face task's are "paper"/"demo", others' "<task>-<name>"."""
+    return name if task == "face" or name.startswith(f"{task}-") else f"{task}-{name}"
+
+
+def task_presets(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """{task: {name: settings}} -> PRESETS entries "<task>-<name>" that also set the task."""
+    return {preset_key(task, name): {"task": task, **values} for task, table in tables.items()
+            for name, values in table.items()}
 
 
 def format_differences(cfg: RunConfig) -> str:

@@ -172,6 +172,26 @@ def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = 
                       drop_last=drop_last, pin_memory=pin_memory, generator=generator)
 
 
+def epoch_loader(dataset: Dataset, where: str, batch_size: int, seed: int, epoch: int, ctx, workers: int,
+                 pin: bool) -> DataLoader:
+    """A search epoch's minibatches: order and augmentation fixed by (seed, epoch), not global RNG."""
+    samples = SeededSamples(dataset, seed)
+    samples.epoch = epoch
+    sampler = EpochSampler(len(dataset), ctx.rank, ctx.world_size, seed)
+    sampler.set_epoch(epoch)
+    loader = make_loader(samples, batch_size, sampler=sampler, workers=workers, drop_last=True, pin_memory=pin)
+    if len(loader) == 0:
+        raise UserError(f"{where} has {len(dataset)} images, fewer than one batch of "
+                        f"{batch_size} per process; lower --batch-size")
+    return loader
+
+
+def random_batch(images: torch.Tensor, labels: torch.Tensor, size: int, generator: torch.Generator):
+    """`size` random (image, label) rows of an in-memory val set, drawn by `generator`."""
+    index = torch.randperm(len(labels), generator=generator)[:size].to(labels.device)
+    return images[index], labels[index]
+
+
 class ProxyData:
     """A proxy split folder (train.rec/idx + val.rec/idx + property), validated on open."""
 
@@ -196,16 +216,7 @@ class ProxyData:
         self._val: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def train_loader(self, batch_size: int, seed: int, epoch: int, ctx, workers: int, pin: bool):
-        """This epoch's minibatches: order and augmentation fixed by (seed, epoch), not global RNG."""
-        samples = SeededSamples(self.train, seed)
-        samples.epoch = epoch
-        sampler = EpochSampler(len(self.train), ctx.rank, ctx.world_size, seed)
-        sampler.set_epoch(epoch)
-        loader = make_loader(samples, batch_size, sampler=sampler, workers=workers, drop_last=True, pin_memory=pin)
-        if len(loader) == 0:
-            raise UserError(f"{self.folder}/train.rec has {len(self.train)} images, fewer than one batch of "
-                            f"{batch_size} per process; lower --batch-size")
-        return loader
+        return epoch_loader(self.train, f"{self.folder}/train.rec", batch_size, seed, epoch, ctx, workers, pin)
 
     def val_set(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """All val images (uint8 NCHW) and labels on `device`, decoded on first use."""
@@ -227,6 +238,4 @@ class ProxyData:
         return f"proxy {self.folder}: {len(self.train)} train images, {self.num_classes} identities"
 
     def val_batch(self, size: int, generator: torch.Generator, device: torch.device):
-        images, labels = self.val_set(device)
-        index = torch.randperm(len(labels), generator=generator)[:size].to(device)
-        return images[index], labels[index]
+        return random_batch(*self.val_set(device), size, generator)

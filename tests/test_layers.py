@@ -14,7 +14,7 @@ FLOORS = [
     {"verify"},
     {"tasks"},
     {"search", "train"},
-    {"arch", "export", "prepare_proxy"},
+    {"arch", "export", "prepare_proxy", "evaluate"},
 ]
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 

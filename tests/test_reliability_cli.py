@@ -14,7 +14,7 @@ from data_tools.textinput import read_text
 # Every command line of the project; phase 2 adds the facenar commands (search, train, verify, export, arch ...).
 CLI_MODULES = [
     "data_tools.make_bin", "data_tools.img2rec", "data_tools.rec2img", "data_tools.make_demo", "data_tools.align",
-    "data_tools.inspect", "facenar.prepare_proxy", "benchmarks.run", "benchmarks.cost_table",
+    "data_tools.inspect", "facenar.prepare_proxy", "facenar.evaluate", "benchmarks.run", "benchmarks.cost_table",
     "benchmarks.data_pipeline", "benchmarks.networks", "benchmarks.proxy_split", "benchmarks.search_cost",
     "benchmarks.verification", "facenar.search.cli", "facenar.train.cli",
 ]

@@ -8,6 +8,8 @@ centre crop 224 for evaluation. cv2/NumPy only (no torchvision).
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 import os
 
@@ -17,12 +19,14 @@ import torch
 from torch.utils.data import Dataset
 
 from data_tools.cifar import default_holdout, holdout_split, load_cifar10
-from data_tools.imagefolder import ImageSplit, decode_image, jpeg_size, read_image_bytes, reduction
+from data_tools.imagefolder import (ImageSplit, decode_image, jpeg_size, read_image_bytes, reduction,
+                                    scan_imagefolder)
 
 # per-channel statistics of the 50,000 CIFAR-10 training images (pixel std, not the often-quoted 0.2023...)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR_SPLITS = ("train", "search_train", "search_val", "test")
+EVAL_RESIZE = 256 / 224  # evaluation resizes the shorter side to 256 for a 224 centre crop (scaled with the size)
 
 
 def normalise(image: np.ndarray, mean, std) -> torch.Tensor:
@@ -39,6 +43,10 @@ class CifarImages(Dataset):
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def pixels(self, index: int) -> np.ndarray:
+        """The un-augmented HxWx3 uint8 image (what the search keeps in memory for its rewards)."""
+        return self.images[index]
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
@@ -71,6 +79,30 @@ def open_cifar10(source: str | os.PathLike | None, split: str, *, seed: int = 0,
     return CifarImages(images, labels, data.classes, augment=split in ("train", "search_train"))
 
 
+@functools.lru_cache(maxsize=4)
+def _scanned(root: str):
+    """scan_imagefolder, once per process: walking ImageNet's 1.3M files takes seconds, and a run opens
+    its splits several times (training, held-out, every evaluation)."""
+    return scan_imagefolder(root)
+
+
+def open_imagefolder(root: str | os.PathLike, split: str, *, size: int = 224, seed: int = 0,
+                     holdout: int | None = None) -> "FolderImages":
+    """The splits of open_cifar10 for an ImageFolder tree: `train` (train/), `search_train` /
+    `search_val` (a seeded hold-out of train/), `test` (val/, final evaluation only)."""
+    if split not in CIFAR_SPLITS:
+        raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")
+    train, val = _scanned(os.path.abspath(root))
+    chosen = val if split == "test" else train
+    if split.startswith("search_"):
+        count = len(train.paths)
+        kept, held = holdout_split(count, default_holdout(count) if holdout is None else holdout, seed)
+        rows = kept if split == "search_train" else held
+        chosen = dataclasses.replace(train, paths=tuple(train.paths[i] for i in rows), labels=train.labels[rows])
+    return FolderImages(chosen, train=split in ("train", "search_train"), size=size,
+                        resize=round(size * EVAL_RESIZE))
+
+
 def random_resized_crop(height: int, width: int, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
     """(top, left, h, w): a random area fraction and aspect ratio, 10 tries, else the centre crop
     clamped to `ratio` (the Inception-style crop of torchvision's RandomResizedCrop)."""
@@ -101,18 +133,25 @@ class FolderImages(Dataset):
                  scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3)):
         self.split, self.train, self.size, self.resize = split, train, size, resize
         self.scale, self.ratio = scale, ratio
-        self.classes = split.classes
+        self.classes, self.labels = split.classes, split.labels
 
     def __len__(self) -> int:
         return len(self.split.paths)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return normalise(self._image(index, self.train), IMAGENET_MEAN, IMAGENET_STD), int(self.labels[index])
+
+    def pixels(self, index: int) -> np.ndarray:
+        """The evaluation pipeline's HxWx3 uint8 image (what the search keeps in memory for its rewards)."""
+        return self._image(index, train=False)
+
+    def _image(self, index: int, train: bool) -> np.ndarray:
         path = self.split.paths[index]
         data = read_image_bytes(path)
         full = jpeg_size(data)
         image = None if full else decode_image(data, path)  # not a JPEG: size known only after decoding
         height, width = full or image.shape[:2]
-        if self.train:  # the crop is resized to size x size: both of its sides must keep >= size pixels
+        if train:  # the crop is resized to size x size: both of its sides must keep >= size pixels
             top, left, h, w = random_resized_crop(height, width, self.scale, self.ratio)
             factor = reduction(min(h, w), self.size)
         else:
@@ -120,7 +159,7 @@ class FolderImages(Dataset):
         if image is None:
             image = decode_image(data, path, factor)
         sy, sx = image.shape[0] / height, image.shape[1] / width
-        if self.train:
+        if train:
             y0, x0, y1, x1 = round(top * sy), round(left * sx), round((top + h) * sy), round((left + w) * sx)
             image = _resize(image[y0:max(y1, y0 + 1), x0:max(x1, x0 + 1)], self.size, self.size)
             if np.random.random() < 0.5:
@@ -130,4 +169,4 @@ class FolderImages(Dataset):
             image = _resize(image, round(image.shape[0] * self.resize / short), round(image.shape[1] * self.resize / short))
             top, left = (image.shape[0] - self.size) // 2, (image.shape[1] - self.size) // 2
             image = image[top:top + self.size, left:left + self.size]
-        return normalise(image, IMAGENET_MEAN, IMAGENET_STD), int(self.split.labels[index])
+        return np.ascontiguousarray(image)

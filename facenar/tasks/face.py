@@ -60,6 +60,8 @@ class FaceTask(Task):
 class Verification:
     """10-fold verification on FOLDER/<bench>.bin; score = mean accuracy in percent (as insightface)."""
 
+    score_name = "mean accuracy"
+
     def __init__(self, names: list[str], folder: Path):
         self.benches = {n: folder / f"{n}.bin" for n in names if (folder / f"{n}.bin").is_file()}
         self.columns = [*(f"{n}_acc" for n in names), "mean_acc"]

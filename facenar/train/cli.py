@@ -13,6 +13,7 @@ from typing import Sequence
 from data_tools.cli import UserError
 from facenar.rundir import read_run_config
 from facenar.config import HELP_EPILOG, help_default
+from facenar.tasks import TASKS
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
 
@@ -31,12 +32,16 @@ def build_parser() -> argparse.ArgumentParser:
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
                   "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
     add("--backbone", "baseline backbone when no --arch")
-    add("--data", "emore folder (train.rec/idx, property, *.bin); default: demo data", metavar="DIR")
+    add("--task", "face, cifar10 (CIFAR-10 python batches) or imagenet (ImageFolder train/, val/)", choices=TASKS)
+    add("--data", "emore folder (train.rec/idx, property, *.bin); --task cifar10: cifar-10-python.tar.gz or "
+                  "cifar-10-batches-py/; --task imagenet: ImageFolder root; default: the task's demo data",
+        metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
     p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU "
-                   "(options given with it override it, and run.log names them); default: paper")
+                   "(options given with it override it, and run.log names them; with --task T: T's demo/paper, "
+                   "T's demo being the default without --data); default: paper")
     add("--epochs", "")
     add("--batch-size", "per process")
     add("--lr", "peak learning rate (alias --lr-max)", "--lr-max")

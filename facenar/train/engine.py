@@ -107,7 +107,7 @@ class _TrainingRun:
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, path: Path, resume: bool, force: bool):
         self.cfg, self.ctx = cfg, ctx
-        task = get_task(cfg.task)
+        self.task = task = get_task(cfg.task)
         self.arch = resolve_arch(cfg)
         self.data_dir, dataset, num_classes = task.train_data(cfg, self.arch.input_size, ctx)
         self.config = {**asdict(cfg), "data": str(self.data_dir), "arch": self.arch.to_dict(),
@@ -127,7 +127,7 @@ class _TrainingRun:
         head = task.train_head(cfg, self.arch.embedding_size, num_classes, ctx)
         self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
-        self.best, self.best_step, self.verify_step = -1.0, None, None
+        self.best, self.best_step, self.verify_step, self.last_figures = -1.0, None, None, None
         self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
@@ -243,7 +243,7 @@ class _TrainingRun:
                     self.best, self.best_step = mean, self.step
                     save_model(self.run.path / BEST, self.arch, self.engine.module,
                                {**extra, "best_mean_acc": mean, "best_step": self.step, "verify": results})
-                    self.run.log(f"best mean accuracy so far {mean:.2f}% -> {self.run.path / BEST} "
+                    self.run.log(f"best {self.evaluation.score_name} so far {mean:.2f}% -> {self.run.path / BEST} "
                                  "(selected on the benchmarks: optimistic)")
             if last:
                 save_model(self.run.path / LAST, self.arch, self.engine.module,
@@ -264,11 +264,13 @@ class _TrainingRun:
 
     def _verify(self) -> tuple[dict, float]:
         """The task's evaluation: its results, and the score that keeps best.pt."""
-        results, row, mean = self.evaluation.run(self.engine.module, str(self.ctx.device), self.arch.input_size,
+        model = self.task.scored_model(self.engine.module, self.engine.head)
+        results, row, mean = self.evaluation.run(model, str(self.ctx.device), self.arch.input_size,
                                                  self.cfg.verify_batch)
         self._record(row)
         self.run.log(f"step {self.step} {self.evaluation.describe(results, mean)}")
         self.last_results, self.verify_step = results, self.step
+        self.last_figures = self.evaluation.describe(results, mean)
         return results, mean
 
     def _record(self, values: dict) -> None:
@@ -279,7 +281,8 @@ class _TrainingRun:
         self.metrics.close()
         summary = {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
                    "best_mean_acc": self.best if self.best >= 0 else None, "best_step": self.best_step,
-                   "verify": self.last_results, "verify_step": self.verify_step}
+                   "verify": self.last_results, "verify_step": self.verify_step,
+                   "figures": self.last_figures, "score_name": self.evaluation.score_name}
         if self.ctx.is_main:
             for line in final_figures(summary):
                 self.run.log(line, echo=False)  # the command prints the same lines as its summary
@@ -287,18 +290,17 @@ class _TrainingRun:
 
 
 def final_figures(summary: dict) -> list[str]:
-    """The headline: the last checkpoint's verification; best.pt only as a labelled, optimistic extra
-    (it was picked by accuracy on these very test sets)."""
+    """The headline: the last checkpoint's evaluation; best.pt only as a labelled, optimistic extra
+    (it was picked on the very test splits the figures come from)."""
     lines = []
-    results, at, step = summary.get("verify"), summary.get("verify_step"), summary["step"]
-    if results:
-        where = f"last.pt, step {step}" if at == step else f"latest verification, step {at}; last.pt is step {step}"
-        lines.append(f"final figures ({where}):")
-        lines += [f"  {name:10s} accuracy {100 * m['accuracy']:.2f}% +- {100 * m['std']:.2f}"
-                  for name, m in results.items()]
+    text, at, step = summary.get("figures"), summary.get("verify_step"), summary["step"]
+    if text:
+        where = f"last.pt, step {step}" if at == step else f"latest evaluation, step {at}; last.pt is step {step}"
+        lines.append(f"final figures ({where}): {text}")
     if summary.get("best_mean_acc") is not None:
-        lines.append(f"best.pt: mean accuracy {summary['best_mean_acc']:.2f}% at step {summary.get('best_step')}, "
-                     "selected on the benchmarks (optimistic; report the final figures above)")
+        lines.append(f"best.pt: {summary['score_name']} {summary['best_mean_acc']:.2f}% at step "
+                     f"{summary.get('best_step')}, selected on the benchmarks (optimistic; report the final figures "
+                     "above)")
     return lines
 
 

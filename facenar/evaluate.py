@@ -1,0 +1,75 @@
+"""python -m facenar.evaluate: top-1 (and top-5) of a classification checkpoint on its test split.
+
+A checkpoint written by `python -m facenar.train --task cifar10|imagenet` (last.pt or best.pt)
+carries the backbone's architecture and weights, the linear classifier and the run's config (task
+and data); the test split is CIFAR-10's test_batch or the ImageFolder's val/, never seen by the
+search. Face checkpoints are scored by verification instead (python -m facenar.verify).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Sequence
+
+from torch import nn
+
+from data_tools.atomic import write_text_atomic
+from data_tools.cli import UserError, number, run_cli
+from data_tools.outputs import check_outputs
+from facenar.checkpoint import load_model
+from facenar.dist import resolve_device
+from facenar.tasks import get_task
+from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m facenar.evaluate",
+                                description="Top-1 / top-5 accuracy of a classification checkpoint on a test split.")
+    p.add_argument("--model", required=True, metavar="CHECKPOINT", help="last.pt or best.pt of a classification run")
+    p.add_argument("--data", metavar="DIR", help="dataset holding the test split (default: the run's own data)")
+    p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
+    p.add_argument("--force", action="store_true", help="overwrite --json OUT")
+    p.add_argument("--batch-size", type=number(int, min=1), default=256, help="(default 256)")
+    p.add_argument("--workers", type=number(int, min=0), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
+    return p
+
+
+def classifier(payload: dict, backbone: nn.Module, where: str) -> nn.Module:
+    """backbone + the stored linear classifier, as training scored it."""
+    state = payload.get(CLASSIFIER)
+    if not isinstance(state, dict) or "weight" not in state:
+        raise UserError(f"{where} has no classifier head; evaluate a last.pt / best.pt written by "
+                        "python -m facenar.train --task cifar10 or imagenet")
+    fc = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    fc.load_state_dict(state)
+    return nn.Sequential(backbone, fc.to(next(backbone.parameters()).device)).eval()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    check_outputs(args.force, files={"--json": args.json}, inputs={"--model": args.model, "--data": args.data})
+    backbone, arch, payload = load_model(args.model)
+    config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
+    task_name = config.get("task", "face")
+    if task_name == "face":
+        raise UserError(f"{args.model} is a face-recognition checkpoint; score it with python -m facenar.verify")
+    task = get_task(task_name)
+    if not isinstance(task, ClassificationTask):
+        raise UserError(f"{args.model} was trained for --task {task_name}, which has no test-split accuracy")
+    data = args.data or config.get("data")
+    if not data:
+        raise UserError(f"{args.model} does not record its data; pass --data DIR")
+    device = resolve_device(args.device)
+    model = classifier(payload, backbone.to(device), args.model)
+    evaluation = TopK(task, data, args.workers)
+    results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
+    print(evaluation.describe(results))
+    if args.json:
+        report = {"model": str(args.model), "task": task_name, "data": str(data), **results}
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
