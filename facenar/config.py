@@ -9,6 +9,8 @@ its config, with "paper" = the dataclass defaults.
 from __future__ import annotations
 
 import dataclasses
+import types
+import typing
 from typing import ClassVar
 
 from data_tools.cli import UserError
@@ -54,6 +56,7 @@ class RunConfig:
             if not set(stored) & cls.names():
                 raise UserError(f"--resume {where}: its config.json is not a {cls.__name__} run configuration")
             base = {k: v for k, v in cls.upgrade(stored).items() if k in cls.names()}
+            cls.check_types(base, f"{where}/config.json")
             return cls(**{**base, **explicit}).validate()
         if preset is not None and preset not in cls.PRESETS:
             raise UserError(f"unknown --preset {preset!r}; choose one of {', '.join(cls.PRESETS)}")
@@ -62,10 +65,40 @@ class RunConfig:
             values["preset"] = preset
         return cls(**values).validate()
 
+    @classmethod
+    def check_types(cls, values: dict, source: str) -> None:
+        """A hand-edited or damaged config.json ({"epochs": "many"}) fails here, naming the key, not in a
+        comparison deep inside a run."""
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key in hints and not _matches(value, hints[key]):
+                raise UserError(f"{source}: {key} is {value!r}"[:200] + f", expected {_type_name(hints[key])}; "
+                                "fix the file or start a new run")
+
     def differences(self, reference: str = "paper") -> dict:
         """Settings that differ from a preset (for the run log)."""
         base = type(self)(**type(self).PRESETS[reference]).to_dict()
         return {k: v for k, v in self.to_dict().items() if base.get(k) != v and k not in ("preset", "data")}
+
+
+def _matches(value, hint) -> bool:
+    """isinstance for the annotations config fields use (int, float, str, bool, X | None, list[str])."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # JSON writes 2.0 as 2
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and all(_matches(item, args[0]) for item in value) if args else True
+    return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "None")
 
 
 def format_differences(cfg: RunConfig) -> str:
