@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--backbone", "baseline backbone when no --arch")
     add("--data", "emore folder (train.rec/idx, property, *.bin); default: demo data", metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
-    p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
+    p.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
     p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU")
     add("--epochs", "", type=int)
