@@ -284,17 +284,23 @@ def test_16_best_mean_accuracy_is_logged_in_percent(tiny_demo, tmp_path):
 
 
 # -- 4: a DataLoader worker error prints the line of --workers 0 ------------------------------------------
-def test_4_corrupt_jpeg_prints_the_same_line_with_and_without_workers(tmp_path, capsys):
-    from facenar.train.cli import main
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_4_corrupt_jpeg_prints_the_same_line_with_and_without_workers(command, tmp_path, capsys):
+    from data_tools.proxy import build_proxy
+    from facenar.search.cli import main as search
+    from facenar.train.cli import main as train
 
     data = tmp_path / "data"
     identities = [[jpeg(100 * i + j, (32, 32)) for j in range(12)] for i in range(4)]
     identities[0] = [b"\xff\xd8 not really a jpeg"] * 12
     write_emore(data, identities)
     write_property(data, 4, (32, 32))
+    if command == "search":
+        build_proxy(data, tmp_path / "proxy", num_ids=4, per_id=12, val_per_id=2, seed=0)
+    main, argv = (train, ["--data", data, *TRAIN, "--batch-size", "16"]) if command == "train" else \
+        (search, ["--data", tmp_path / "proxy", *SEARCH])
     lines = []
     for workers in ("0", "1"):
-        code, err = one_line_exit(main, ["--data", data, "--out", tmp_path / f"w{workers}", *TRAIN,
-                                         "--batch-size", "16", "--workers", workers], capsys)
+        code, err = one_line_exit(main, [*argv, "--out", tmp_path / f"w{workers}", "--workers", workers], capsys)
         lines.append(err.replace(f"w{workers}", "w"))
-    assert lines[0] == lines[1] and "train.rec" in lines[0]
+    assert code == 2 and lines[0] == lines[1] and ".rec key" in lines[0]

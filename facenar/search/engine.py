@@ -180,7 +180,7 @@ class NarSearch:
         path = self.run_dir.path / CHECKPOINT
         if not path.is_file():
             raise UserError(f"--resume {self.run_dir.path}: no {CHECKPOINT} there (the run stopped before its "
-                            "first epoch ended); start it again with --out and --force instead of --resume")
+                            "first epoch ended); start it again with --out (the folder is reused)")
         state = load_checkpoint(path, map_location=self.device)
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"{path} is not a facenar search checkpoint")
