@@ -93,7 +93,7 @@ def _matches(value, hint) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if origin is list:
-        return isinstance(value, list) and all(_matches(item, args[0]) for item in value) if args else True
+        return isinstance(value, list) and (not args or all(_matches(item, args[0]) for item in value))
     return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
 
 
