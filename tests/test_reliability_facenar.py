@@ -141,11 +141,16 @@ def test_6_train_validation_leaves_no_run_folder(tiny_demo, tmp_path, capsys):
 
 
 def test_6_search_validation_leaves_no_run_folder(tiny_demo, tmp_path, capsys):
+    from data_tools.proxy import build_proxy
     from facenar.search.cli import main
 
     out = tmp_path / "s1"
     code, err = one_line_exit(main, ["--data", tmp_path / "missing", "--out", out, *SEARCH], capsys)
     assert code == 2 and not out.exists()
+    build_proxy(tiny_demo, tmp_path / "proxy", num_ids=8, per_id=8, val_per_id=2, seed=0)
+    code, err = one_line_exit(main, ["--data", tmp_path / "proxy", "--out", out, *SEARCH, "--batch-size", "1000"],
+                              capsys)
+    assert code == 2 and "lower --batch-size" in err and not out.exists()
 
 
 # -- 7: foreign ONNX models -------------------------------------------------------------------------------

@@ -291,6 +291,7 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         if ctx.is_main:
             cfg = make_config()
             data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
+            data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
             if cfg.cost == "latency":
                 latency_model(cfg.latency_table, search_space(cfg))
             if resume:
