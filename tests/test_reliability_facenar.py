@@ -178,17 +178,19 @@ def _foreign_models(tmp_path):
     two = _onnx(tmp_path / "two.onnx", [helper.make_node("Add", ["x", "z"], ["s"]),
                                         helper.make_node("Flatten", ["s"], ["y"])],
                 [tensor("x", F, ["N", 3, 8, 8]), tensor("z", F, ["N", 3, 8, 8])], tensor("y", F, ["N", 192]))
-    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, 7])
-    reshape = _onnx(tmp_path / "reshape.onnx", [helper.make_node("Reshape", ["x", "shape"], ["y"])],
-                    [tensor("x", F, ["N", 3, 8, 8])], tensor("y", F, ["N", 7]), [shape])
-    return uint8, two, reshape
+    def reshape(name, columns):
+        shape = helper.make_tensor("shape", TensorProto.INT64, [2], [-1, columns])
+        return _onnx(tmp_path / name, [helper.make_node("Reshape", ["x", "shape"], ["y"])],
+                     [tensor("x", F, ["N", 3, 8, 8])], tensor("y", F, ["N", columns]), [shape])
+
+    return uint8, two, reshape("reshape.onnx", 7), reshape("rows.onnx", 64)
 
 
 def test_7_foreign_onnx_models_say_what_they_have(tmp_path):
     pytest.importorskip("onnx")
     from facenar.verify.embed import OnnxEmbedder
 
-    uint8, two, reshape = _foreign_models(tmp_path)
+    uint8, two, reshape, rows = _foreign_models(tmp_path)
     with pytest.raises(UserError, match=r"uint8.onnx: the model has input 'x' of type tensor\(uint8\); verify needs"):
         OnnxEmbedder(uint8)
     with pytest.raises(UserError, match=r"two.onnx: the model has 2 inputs \('x', 'z'\)"):
@@ -197,6 +199,8 @@ def test_7_foreign_onnx_models_say_what_they_have(tmp_path):
     with pytest.raises(UserError, match=r"reshape.onnx: the ONNX model failed to run .*Reshape") as info:
         embedder(np.zeros((2, 8, 8, 3), np.uint8))
     assert "\n" not in str(info.value)
+    with pytest.raises(UserError, match=r"rows.onnx: the ONNX model returned shape \[6, 64\] for a batch of 2"):
+        OnnxEmbedder(rows)(np.zeros((2, 8, 8, 3), np.uint8))
 
 
 # -- 8: damaged or mismatched run state on --resume -------------------------------------------------------

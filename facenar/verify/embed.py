@@ -129,7 +129,10 @@ class OnnxEmbedder:
                 first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
                 raise UserError(f"{self.path}: the ONNX model failed to run on a batch of {len(chunk)} "
                                 f"({first})"[:400]) from None
-            outputs.append(out.reshape(len(chunk), -1)[:len(chunk) - missing])
+            if out.ndim != 2 or len(out) != len(chunk):
+                raise UserError(f"{self.path}: the ONNX model returned shape {list(out.shape)} for a batch of "
+                                f"{len(chunk)}; verify needs one embedding row per image")
+            outputs.append(out[:len(chunk) - missing])
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
