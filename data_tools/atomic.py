@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from data_tools.cli import ENVIRONMENT_ERRNOS, UserError, is_torch_write_failure, os_error, torch_write_error
-from data_tools.outputs import MARKER, check_writable, is_ours  # noqa: F401 (check_writable: re-exported)
+from data_tools.outputs import MARKER, is_ours
 
 _RENAME_NOREPLACE = 1
 

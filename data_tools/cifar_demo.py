@@ -18,7 +18,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path, check_writable, write_text_atomic
+from data_tools.atomic import atomic_path, write_text_atomic
+from data_tools.outputs import check_outputs
 from data_tools.cifar import FOLDER, META, TEST_BATCH, TRAIN_BATCHES
 from data_tools.cifar_pickle import dumps_py2
 from data_tools.cli import UserError
@@ -128,7 +129,7 @@ def make_demo_cifar(out, train_per_class: int = 500, test_per_class: int = 100, 
     """Write a synthetic `cifar-10-batches-py` folder to `out` (appears atomically)."""
     if train_per_class < 1 or test_per_class < 1:
         raise UserError("demo CIFAR needs at least 1 training and 1 test image per class")
-    check_writable(out, force)
+    check_outputs(force, folders={"--out": out})
     params = {"train_per_class": train_per_class, "test_per_class": test_per_class, "seed": seed}
     train_images, train_labels = draw_split(seed, 0, train_per_class)
     test_images, test_labels = draw_split(seed, 1, test_per_class)

@@ -16,7 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path, check_writable, write_text_atomic
+from data_tools.atomic import atomic_path, write_text_atomic
+from data_tools.outputs import check_outputs
 from data_tools.cli import UserError
 from data_tools.demo_cache import MARKER, ensure_generated
 from data_tools.paths import facenar_home
@@ -126,7 +127,7 @@ def make_demo_imagefolder(out, train_per_class: int = 20, val_per_class: int = 5
     """The demo CIFAR shapes as JPEGs of varying sizes (48..200 px a side) in an ImageFolder tree."""
     from data_tools.cifar_demo import CLASSES, draw
 
-    check_writable(out, force)
+    check_outputs(force, folders={"--out": out})
     with atomic_path(out) as tmp:
         for split, count in (("train", train_per_class), ("val", val_per_class)):
             for label, name in enumerate(CLASSES):

@@ -110,8 +110,3 @@ def _check_existing(option: str, path: Path, folder: bool, force: bool) -> None:
         raise UserError(f"{option} {path} is a folder facenar did not write (no {MARKER} marker); "
                         "not replacing it, even with --force; move it away or choose another output")
 
-
-def check_writable(path: str | os.PathLike, force: bool) -> None:
-    """Older, weaker guard (existence only) still called by facenar CLIs until they use check_outputs."""
-    if os.path.lexists(path) and not force:
-        raise UserError(f"{path} already exists; pass --force to overwrite it")

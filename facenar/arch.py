@@ -9,17 +9,18 @@ import argparse
 import json
 from typing import Sequence
 
-from data_tools.atomic import check_writable, write_text_atomic
+from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, number, run_cli
+from data_tools.outputs import check_outputs
 from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops
 from facenar.space.ops import PAPER_OPS
 
 
 def _space_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="iresnet50", choices=sorted(BACKBONES))
-    parser.add_argument("--width", type=float, default=1.0, help="channel multiplier (default 1.0)")
-    parser.add_argument("--input-size", type=int, default=112, help="input height = width (default 112)")
-    parser.add_argument("--embedding-size", type=int,
+    parser.add_argument("--width", type=number(float, gt=0), default=1.0, help="channel multiplier (default 1.0)")
+    parser.add_argument("--input-size", type=number(int, min=1), default=112, help="input height = width (default 112)")
+    parser.add_argument("--embedding-size", type=number(int, min=1),
                         help="default 512 for an iresnet, the pooled feature size (512 x width) for a resnet")
     parser.add_argument("--granularity", default="block", choices=sorted(GRANULARITIES))
     parser.add_argument("--ops", "--candidates", dest="candidates", default=",".join(PAPER_OPS),
@@ -47,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     _space_options(lat)
     lat.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
     lat.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    lat.add_argument("--batch", type=int, default=1)
-    lat.add_argument("--repeats", type=int, default=20)
+    lat.add_argument("--batch", type=number(int, min=1), default=1)
+    lat.add_argument("--repeats", type=number(int, min=1), default=20)
     lat.add_argument("--out", help="write the table as JSON here")
     lat.add_argument("--force", action="store_true", help="overwrite --out")
     return parser
@@ -72,10 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from facenar.space.latency import format_latency, measure_latency
 
-    if args.out:
-        check_writable(args.out, args.force)
-    if args.batch < 1 or args.repeats < 1:
-        raise UserError("--batch and --repeats must be at least 1")
+    check_outputs(args.force, files={"--out": args.out})
     table = measure_latency(args.backbone, backend=args.backend, batch=args.batch, repeats=args.repeats,
                             device=args.device, **_space_kwargs(args))
     print(format_latency(table))

@@ -6,7 +6,9 @@ training save and restore through these functions, so a resume restores the same
 """
 from __future__ import annotations
 
+import contextlib
 import random
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,9 +38,36 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist")
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # its pickle-protocol warning would be a second line for a foreign file
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        raise UserError(f"{path} is not a readable facenar checkpoint ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{path} is not a facenar checkpoint or is not safe to load ({load_failure(exc)})") from None
+
+
+def load_failure(exc: Exception) -> str:
+    """The reason in torch.load's error, without its advice to retry with weights_only=False.
+
+    That advice would run the file's code: wrong for a file nobody vouches for.
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    unpickler = [line.split("error:", 1)[1].strip() for line in lines if line.startswith("WeightsUnpickler error:")]
+    safe = [line for line in lines if "weights_only" not in line and "file an issue" not in line]
+    reason = (unpickler or safe or [type(exc).__name__])[0]
+    return f"{type(exc).__name__}: {reason}"[:300]
+
+
+@contextlib.contextmanager
+def restoring(path: str | Path):
+    """Wrap the restore of a run's state from `path`: a damaged file, or one from another run
+    (another architecture's last.pt copied in, missing keys, wrong shapes), becomes one line naming it."""
+    try:
+        yield
+    except (KeyError, IndexError, TypeError, ValueError, AttributeError, RuntimeError) as exc:
+        detail = " ".join(str(exc).split())[:240]
+        what = f"missing entry {detail}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {detail}"
+        raise UserError(f"{path} does not hold this run's state ({what}); it is damaged or from "
+                        "another run. Restore the right file or start a new run") from None
 
 
 def capture_rng() -> dict:

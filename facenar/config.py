@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import types
+import typing
 from typing import Callable, ClassVar
 
 from data_tools.cli import UserError
@@ -80,6 +82,7 @@ class RunConfig:
             if not set(stored) & cls.names():
                 raise UserError(f"--resume {where}: its config.json is not a {cls.__name__} run configuration")
             base = {k: v for k, v in cls.upgrade(stored).items() if k in cls.names()}
+            cls.check_types(base, f"{where}/config.json")
             try:
                 return cls(**{**base, **explicit}).validate()
             except UserError as exc:
@@ -90,6 +93,16 @@ class RunConfig:
         if preset is not None and "preset" in cls.names():
             values["preset"] = preset
         return cls(**values).validate()
+
+    @classmethod
+    def check_types(cls, values: dict, source: str) -> None:
+        """A hand-edited or damaged config.json ({"epochs": "many"}) fails here, naming the key, not in a
+        comparison deep inside a run."""
+        hints = typing.get_type_hints(cls)
+        for key, value in values.items():
+            if key in hints and not _matches(value, hints[key]):
+                raise UserError(f"{source}: {key} is {value!r}"[:200] + f", expected {_type_name(hints[key])}; "
+                                "fix the file or start a new run")
 
     def differences(self, reference: str = "paper") -> dict:
         """Settings that differ from a preset of the run's task (for the run log)."""
@@ -118,6 +131,26 @@ def task_presets(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
     """{task: {name: settings}} -> PRESETS entries "<task>-<name>" that also set the task."""
     return {preset_key(task, name): {"task": task, **values} for task, table in tables.items()
             for name, values in table.items()}
+
+
+def _matches(value, hint) -> bool:
+    """isinstance for the annotations config fields use (int, float, str, bool, X | None, list[str])."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in args)
+    if hint is type(None):
+        return value is None
+    if hint is float:  # JSON writes 2.0 as 2
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin is list:
+        return isinstance(value, list) and (not args or all(_matches(item, args[0]) for item in value))
+    return isinstance(value, origin or hint) if isinstance(origin or hint, type) else True
+
+
+def _type_name(hint) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("NoneType", "None")
 
 
 def format_differences(cfg: RunConfig) -> str:

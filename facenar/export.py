@@ -22,11 +22,13 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_tools.atomic import atomic_path, check_writable
-from data_tools.cli import UserError, run_cli
+from data_tools.atomic import atomic_path
+from data_tools.cli import UserError, number, run_cli
+from data_tools.outputs import check_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input.1", "embedding"
 TOLERANCE = 1e-4
+MAX_OPSET = 23  # newest opset checked to export and run here (torch 2.13, onnxruntime); older than 13 is refused
 
 
 def insightface_loadable(input_size: int) -> bool:
@@ -42,7 +44,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, force: bool = False, op
     """
     from facenar.checkpoint import load_model
 
-    check_writable(out, force)
+    # the run folder holding the checkpoint is an input too: --out RUN_DIR --force must not replace it
+    check_outputs(force, files={"--out": out},
+                  inputs={"--checkpoint": checkpoint, "the checkpoint's folder": Path(checkpoint).parent})
     model, arch, _ = load_model(checkpoint)
     model = model.float().eval()
     size = arch.input_size
@@ -104,10 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--checkpoint", required=True, help="RUN_DIR/best.pt or last.pt")
     parser.add_argument("--out", required=True, help="output .onnx file")
     parser.add_argument("--force", action="store_true", help="overwrite --out")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=number(int, min=13, max=MAX_OPSET), default=17,
+                        help=f"ONNX opset, 13..{MAX_OPSET} (default 17)")
     args = parser.parse_args(argv)
-    if args.opset < 13:
-        raise UserError(f"--opset {args.opset} is too old; use 13 or newer")
     info = export_onnx(args.checkpoint, args.out, force=args.force, opset=args.opset)
     size = info["input_size"]
     print(f"wrote {info['path']} ({info['size_mb']:.1f} MB, opset {info['opset']}): input N x 3 x {size} x {size} "

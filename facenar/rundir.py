@@ -7,14 +7,18 @@ so the resumed record equals an uninterrupted one.
 from __future__ import annotations
 
 import csv
+import io
 import json
+import shutil
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from data_tools.atomic import atomic_path, check_writable, write_text_atomic
+from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.cli import UserError, read_json
+from data_tools.outputs import MARKER, check_outputs
+from data_tools.textinput import read_text
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
@@ -22,17 +26,30 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 class RunDir:
-    """A run folder; `create` refuses to reuse a non-empty one unless forced, `open_resume` requires one."""
+    """A run folder; `check` (before any work) and `create` guard a new one, `open_resume` requires one."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
+    @staticmethod
+    def check(path: str | Path, force: bool, inputs: dict | None = None) -> None:
+        """Refuse an --out that would lose data or cannot be written, before anything is computed.
+
+        A run folder facenar started that holds no checkpoint yet (an early error, a kill in the
+        first epoch) has nothing to lose, so it is reused without --force; --force replaces only a
+        folder facenar wrote (check_outputs), never one of the user's.
+        """
+        check_outputs(force or _unfinished(Path(path)), folders={"--out": path}, inputs=inputs or {})
+
     @classmethod
     def create(cls, path: str | Path, config: dict, force: bool = False) -> "RunDir":
+        """A fresh run folder with its MARKER and config.json; a previous run there is removed (see check)."""
         run = cls(path)
-        if run.path.exists() and any(run.path.iterdir()):
-            check_writable(run.path, force)
+        if run.path.is_dir() and any(run.path.iterdir()):
+            cls.check(run.path, force)  # a folder of the user's is refused here, even with --force
+            shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
+        (run.path / MARKER).touch()
         write_text_atomic(run.path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
         return run
 
@@ -58,6 +75,12 @@ class RunDir:
             handle.write(f"{stamp} {message}\n")
         if echo:
             print(message, file=sys.stderr, flush=True)
+
+
+def _unfinished(path: Path) -> bool:
+    """A run folder facenar created (MARKER + config.json) in which no checkpoint was written yet."""
+    return (path.is_dir() and (path / MARKER).is_file() and (path / CONFIG_NAME).is_file()
+            and not any(path.glob("*.pt")))
 
 
 def read_run_config(path: str | Path) -> dict:
@@ -112,18 +135,28 @@ class MetricsCSV:
         """Drop rows whose `key` column is greater than `last_kept` (rows written after the checkpoint)."""
         if not self.path.exists():
             return
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            rows = [r for r in csv.DictReader(handle) if float(r[self.key]) <= last_kept]
+        rows = [r for r in self.read() if self._key(r) <= last_kept]
         with atomic_path(self.path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=self.columns)
             writer.writeheader()
             writer.writerows(rows)
 
     def read(self) -> list[dict]:
+        """The rows, through the bounded reader: a damaged file (NUL bytes, not UTF-8) is one line naming it."""
         if not self.path.exists():
             return []
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            return list(csv.DictReader(handle))
+        text = read_text(self.path, "metrics table", max_bytes=1 << 30)
+        try:
+            return list(csv.DictReader(io.StringIO(text, newline="")))
+        except csv.Error as exc:
+            raise UserError(f"metrics table {self.path} is damaged ({exc}); remove it or start a new run") from None
+
+    def _key(self, row: dict) -> float:
+        try:
+            return float(row[self.key])
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"metrics table {self.path} is damaged (a row without a number in column "
+                            f"{self.key!r}); remove it or start a new run") from None
 
 
 def _fmt(value):

@@ -68,21 +68,22 @@ def test_bad_numeric_option_is_one_line_before_any_work(main, argv, message, cap
 
 
 @pytest.mark.parametrize("cls, stored, message", [
-    (TrainConfig, {"t0": 0}, "--t0: must be >= 1, got 0"),
-    (TrainConfig, {"epochs": "many"}, "--epochs: expected a number, got 'many'"),
-    (TrainConfig, {"epochs": 2.5}, "--epochs: expected an integer, got '2.5'"),
-    (SearchConfig, {"lr": "0.1"}, "--lr: expected a number, got '0.1'"),
-    (TrainConfig, {"lr": float("nan")}, "--lr: expected a finite number"),
-    (TrainConfig, {"lr": 0.01, "lr_min": 0.1}, "lr_min <= lr_max"),
-    (TrainConfig, {"m2": [0.5]}, "--margin-m2: expected a number"),
-    (TrainConfig, {"dropout": True}, "--dropout: expected a number"),
-    (SearchConfig, {"t_mult": 0.5}, "--t-mult: must be >= 1, got 0.5"),
-    (SearchConfig, {"momentum": 0}, "--momentum: must be > 0"),
-    (SearchConfig, {"controller_lr": -1}, "--controller-lr: must be > 0"),
-    (SearchConfig, {"seed": -1}, "--seed: must be >= 0"),
+    (TrainConfig, {"t0": 0}, "--resume R: --t0: must be >= 1, got 0"),
+    (TrainConfig, {"epochs": "many"}, "R/config.json: epochs is 'many', expected int"),
+    (TrainConfig, {"epochs": 2.5}, "R/config.json: epochs is 2.5, expected int"),
+    (SearchConfig, {"lr": "0.1"}, "R/config.json: lr is '0.1', expected float"),
+    (TrainConfig, {"lr": float("nan")}, "--resume R: --lr: expected a finite number"),
+    (TrainConfig, {"lr": 0.01, "lr_min": 0.1}, "--resume R: .*lr_min <= lr_max"),
+    (TrainConfig, {"m2": [0.5]}, "R/config.json: m2 is [0.5], expected"),
+    (TrainConfig, {"dropout": True}, "R/config.json: dropout is True, expected float"),
+    (SearchConfig, {"t_mult": 0.5}, "--resume R: --t-mult: must be >= 1, got 0.5"),
+    (SearchConfig, {"momentum": 0}, "--resume R: --momentum: must be > 0"),
+    (SearchConfig, {"controller_lr": -1}, "--resume R: --controller-lr: must be > 0"),
+    (SearchConfig, {"seed": -1}, "--resume R: --seed: must be >= 0"),
 ])
 def test_resumed_config_is_checked_like_the_command_line(cls, stored, message):
-    with pytest.raises(UserError, match=r"^--resume R: .*" + message.replace("(", r"\(").replace("[", r"\[")):
+    """Stored values get the command line's ranges; a value of the wrong type names the file and key."""
+    with pytest.raises(UserError, match="^" + message.replace("(", r"\(").replace("[", r"\[")):
         cls.resolve({}, stored={**cls().to_dict(), **stored}, where="R")
 
 

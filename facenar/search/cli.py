@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run directory (default runs/search-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
-    run.add_argument("--force", action="store_true", help="reuse a non-empty --out, deleting its search outputs")
+    run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     add(run, "--device", "", choices=["auto", "cpu", "cuda"])
     add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
     # simulates a kill in tests

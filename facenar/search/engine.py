@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shutil
 import time
 from itertools import islice
 from pathlib import Path
@@ -23,7 +22,8 @@ from data_tools.cli import UserError, progress
 from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
-from facenar.checkpoint import capture_rng, load_checkpoint, restore_rng, save_checkpoint, seed_everything, to_cpu
+from facenar.checkpoint import (capture_rng, load_checkpoint, restore_rng, restoring, save_checkpoint, seed_everything,
+                                to_cpu)
 from facenar.config import format_differences
 from facenar.rundir import RunDir
 from facenar.schedule import set_lr, sgdr_lr
@@ -37,7 +37,6 @@ CHECKPOINT = "checkpoint.pt"
 ARCH_JSON = "arch.json"
 CHECKPOINT_FORMAT = "facenar-search-v1"
 PLOT_EVERY = 5  # epochs; plots are also drawn at the end and when stopping
-OUTPUTS = (CHECKPOINT, ARCH_JSON, "search.csv", "search_ops.csv", CURVES_PNG, HEATMAP_PNG, "run.log", "tensorboard")
 
 
 class NarSearch:
@@ -177,20 +176,21 @@ class NarSearch:
         path = self.run_dir.path / CHECKPOINT
         if not path.is_file():
             raise UserError(f"--resume {self.run_dir.path}: no {CHECKPOINT} there (the run stopped before its "
-                            "first epoch ended); start it again with --out and --force instead of --resume")
+                            "first epoch ended); start it again with --out (the folder is reused)")
         state = load_checkpoint(path, map_location=self.device)
-        if state.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise UserError(f"{path} is not a facenar search checkpoint")
-        self.supernet.load_state_dict(state["supernet"])
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.trainer.load_state_dict(to_cpu(state["reinforce"]))
-        self.arch_gen.set_state(state["arch_gen"].cpu())
-        self.val_gen.set_state(state["val_gen"].cpu())
-        if self.scaler is not None and "scaler" in state:
-            self.scaler.load_state_dict(state["scaler"])
-        restore_rng(state["rng"])
-        self.epoch, self.best = state["epoch"], state["best"]
+        with restoring(path):
+            self.supernet.load_state_dict(state["supernet"])
+            self.head.load_state_dict(state["head"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.trainer.load_state_dict(to_cpu(state["reinforce"]))
+            self.arch_gen.set_state(state["arch_gen"].cpu())
+            self.val_gen.set_state(state["val_gen"].cpu())
+            if self.scaler is not None and "scaler" in state:
+                self.scaler.load_state_dict(state["scaler"])
+            restore_rng(state["rng"])
+            self.epoch, self.best = state["epoch"], state["best"]
 
     # ----- the whole run ---------------------------------------------------------------------
     def run(self, resume: bool = False, stop_after_epochs: int | None = None):
@@ -280,12 +280,14 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         if ctx.is_main:
             cfg = make_config()
             data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
+            data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
             if cfg.cost == "latency":
                 latency_model(cfg.latency_table, search_space(cfg))
             if resume:
                 RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
             else:
-                _create_run(out, cfg, force)
+                RunDir.check(out, force, inputs={"--data": cfg.data, "--latency-table": cfg.latency_table})
+                RunDir.create(out, cfg.to_dict(), force=force)  # --force: the previous run there is replaced
             config = cfg.to_dict()
         config, out = broadcast_object((config, str(out)), ctx)
         cfg = SearchConfig(**config)
@@ -294,16 +296,3 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
         shutdown(ctx)
-
-
-def _create_run(out: str | Path, cfg: SearchConfig, force: bool) -> RunDir:
-    """A fresh run directory; with --force, the previous search's outputs there are removed first."""
-    path = Path(out)
-    if force and path.is_dir():
-        for name in OUTPUTS:
-            target = path / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            elif target.exists():
-                target.unlink()
-    return RunDir.create(path, cfg.to_dict(), force=force)

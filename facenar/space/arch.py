@@ -75,10 +75,20 @@ class Arch:
     def __post_init__(self):
         self.codes = list(self.codes)
         self.candidates = list(self.candidates)
+        self._check_types()
         if self.embedding_size is None:
             resnet = self.backbone in BACKBONES and family(self.backbone) == "resnet"
             self.embedding_size = feature_size(self.width) if resnet else 512
         self._validate()
+
+    def _check_types(self) -> None:
+        """Hand-edited JSON: a list or object where a name or number belongs is a user error."""
+        for name in ("backbone", "granularity"):
+            if not isinstance(getattr(self, name), str):
+                raise UserError(f"{name} must be a string, got {getattr(self, name)!r}"[:200])
+        width_ok = isinstance(self.width, (int, float)) and not isinstance(self.width, bool)
+        if not (width_ok and math.isfinite(self.width) and self.width > 0):
+            raise UserError(f"width must be a positive number, got {self.width!r}"[:200])
 
     def _validate(self) -> None:
         expected = num_slots(self.backbone, self.granularity)
@@ -94,8 +104,6 @@ class Arch:
                or not 0 <= c < len(self.candidates)]
         if bad:
             raise UserError(f"operator codes must be integers in 0..{len(self.candidates) - 1}; got {bad[:5]}")
-        if not (isinstance(self.width, (int, float)) and math.isfinite(self.width) and self.width > 0):
-            raise UserError(f"width must be a positive number, got {self.width!r}")
         for name in ("input_size", "embedding_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -151,6 +159,8 @@ class Arch:
         ops, codes = data.get("ops"), data.get("codes")
         if ops is None and codes is None:
             raise UserError("architecture needs 'ops' or 'codes'")
+        if codes is not None and not isinstance(codes, list):
+            raise UserError("'codes' must be a list of integers")
         if ops is not None:
             if not isinstance(ops, list) or not all(isinstance(o, str) for o in ops):
                 raise UserError("'ops' must be a list of operator names")
@@ -158,11 +168,9 @@ class Arch:
             if missing:
                 raise UserError(f"operator(s) {missing} are not among the candidates {candidates}")
             from_ops = [candidates.index(o) for o in ops]
-            if codes is not None and list(codes) != from_ops:
+            if codes is not None and codes != from_ops:
                 raise UserError("'ops' and 'codes' disagree")
             codes = from_ops
-        if not isinstance(codes, list):
-            raise UserError("'codes' must be a list of integers")
         kw = {k: data[k] for k in ("width", "input_size", "embedding_size", "granularity", "provenance")
               if k in data}
         return cls(data["backbone"], codes, candidates, **kw)

@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
                   "cifar-10-batches-py/; --task imagenet: ImageFolder root; default: the task's demo data",
         metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
-    p.add_argument("--force", action="store_true", help="reuse a non-empty --out")
+    p.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
     p.add_argument("--preset", choices=sorted(PRESETS), help="demo: a tiny network for the demo data on a CPU "
                    "(options given with it override it, and run.log names them; with --task T: T's demo/paper, "

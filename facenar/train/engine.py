@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader
 
 from data_tools.cli import UserError, progress
 from facenar.space.networks import build_child
-from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, save_model, seed_everything
+from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, restoring, save_model, seed_everything
 from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
 from facenar.rundir import MetricsCSV, RunDir, read_run_config
@@ -112,7 +112,6 @@ class _TrainingRun:
         self.data_dir, dataset, num_classes = task.train_data(cfg, self.arch.input_size, ctx)
         self.config = {**asdict(cfg), "data": str(self.data_dir), "arch": self.arch.to_dict(),
                        "num_classes": num_classes}
-        self.run = self._open_run(path, resume, force)
         self.global_batch = cfg.batch_size * ctx.world_size
         self.lr_factor = lr_factor(cfg, self.global_batch)
         self.steps_per_epoch = len(dataset) // self.global_batch
@@ -132,6 +131,7 @@ class _TrainingRun:
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
         self.evaluation = task.evaluation(cfg, self.data_dir)
+        self.run = self._open_run(path, resume, force)  # after every check: an early error leaves no folder
         self.metrics = MetricsCSV(self.run.path / "train.csv", key="step", columns=[
             "step", "epoch", "lr", "loss", "images_per_s", *self.evaluation.columns],
             tensorboard="" if ctx.is_main else None)
@@ -149,8 +149,7 @@ class _TrainingRun:
                 raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
                                 f"{stored['backbone']}; resume without --arch or start a new run")
             return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade)
-        if path.exists() and any(path.iterdir()) and not force:
-            raise UserError(f"{path} already exists; pass --force to overwrite it, or --resume {path}")
+        RunDir.check(path, force, inputs={"--data": self.data_dir, "--arch": self.cfg.arch_file})
         barrier(self.ctx)  # every rank has checked before rank 0 creates anything
         if self.ctx.is_main:
             RunDir.create(path, self.config, force=True)
@@ -159,13 +158,14 @@ class _TrainingRun:
 
     def _restore(self) -> None:
         payload = load_checkpoint(self.run.path / LAST, map_location="cpu")  # shards move to the device
-        self.engine.load_state(payload)
-        self.step, self.epoch, self.consumed = payload["step"], payload["epoch"], payload["consumed"]
-        self.best, self.best_step = payload.get("best_mean_acc", -1.0), payload.get("best_step")
-        self.done_at["last"] = self.step
-        self.pending = list(payload["pending_loss"])
-        rng = payload["rng"]
-        restore_rng(rng[self.ctx.rank % len(rng)])
+        with restoring(self.run.path / LAST):
+            self.engine.load_state(payload)
+            self.step, self.epoch, self.consumed = payload["step"], payload["epoch"], payload["consumed"]
+            self.best, self.best_step = payload.get("best_mean_acc", -1.0), payload.get("best_step")
+            self.done_at["last"] = self.step
+            self.pending = list(payload["pending_loss"])
+            rng = payload["rng"]
+            restore_rng(rng[self.ctx.rank % len(rng)])
         if self.ctx.is_main:
             self.metrics.truncate_after(self.step)
             self.run.log(f"resumed {self.run.path} at step {self.step} (epoch {self.epoch + 1}); "

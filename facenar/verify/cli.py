@@ -18,8 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from data_tools.atomic import atomic_open, check_writable, write_text_atomic
-from data_tools.cli import UserError
+from data_tools.atomic import atomic_open, write_text_atomic
+from data_tools.cli import number
+from data_tools.outputs import check_outputs
 from facenar.verify import metrics
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
@@ -104,30 +105,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder holding the .bin files (default: the built-in demo data)")
     p.add_argument("--model", help="facenar checkpoint (.pt) or insightface-layout .onnx "
                                    "(default: newest runs/*/best.pt)")
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=number(int, min=1), default=256)
     p.add_argument("--no-flip", action="store_true", help="embed plain images only (no flip sum)")
     p.add_argument("--json", help="write the metrics as JSON")
     p.add_argument("--csv", help="write the metrics as CSV")
     p.add_argument("--plot", help="write ROC curves (PNG)")
     p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--workers", type=int, default=None, help="image-decoding threads (default min(8, CPUs))")
+    p.add_argument("--workers", type=number(int, min=1), default=None,
+                   help="image-decoding threads (default min(8, CPUs))")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    outputs = [o for o in (args.json, args.csv, args.plot, args.embeddings) if o]
-    for out in outputs:
-        check_writable(out, args.force)
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be at least 1 (got {args.workers})")
+    outputs = {"--json": args.json, "--csv": args.csv, "--plot": args.plot, "--embeddings": args.embeddings}
     benches = resolve_benches(args.bench, args.data)
     model_path = args.model
     if model_path is None:
         model_path = find_default_model()
         print(f"using the newest trained checkpoint: {model_path}", file=sys.stderr)
+    # every output is checked before the (long) embedding, so results are never computed and then lost
+    check_outputs(args.force, files=outputs, inputs={"--model": model_path, "--data": args.data,
+                                                     **{f"--bench {name}": path for name, path in benches.items()}})
     device = resolve_device(args.device)
     embedder = load_embedder(model_path, device)
     with warnings.catch_warnings(record=True) as caught:
@@ -145,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_plot(args.plot, results)
     if args.embeddings:
         write_embeddings(args.embeddings, results)
-    for out in outputs:
+    for out in filter(None, outputs.values()):
         print(f"wrote {os.fspath(out)}", file=sys.stderr)
     return 0
 

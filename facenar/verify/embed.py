@@ -84,17 +84,34 @@ class OnnxEmbedder:
             self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own error types for bad/unsupported files
             raise UserError(f"{path}: cannot load the ONNX model ({type(exc).__name__}: {exc})"[:400]) from None
-        spec = self.session.get_inputs()[0]
+        self.path = path
+        spec, output = self._check_layout()
         shape = list(spec.shape)
-        if len(shape) != 4 or shape[1] != 3:
-            raise UserError(f"{path}: input {spec.name!r} has shape {shape}; expected N x 3 x H x W "
-                            "(insightface recognition layout)")
         height, width = (d if isinstance(d, int) else DEFAULT_INPUT_SIZE for d in shape[2:])
         if height != width:
             raise UserError(f"{path}: input is {height}x{width}; only square face crops are supported")
         self.input_name, self.input_size = spec.name, int(height)
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
-        self.output_name = self.session.get_outputs()[0].name
+        self.output_name = output.name
+
+    def _check_layout(self):
+        """The one input and one output verify can use, or one line saying what the model has instead."""
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        need = "verify needs one float32 input N x 3 x S x S and one 2-D output N x D (insightface recognition layout)"
+        found = None
+        if len(inputs) != 1:
+            found = f"{len(inputs)} inputs ({', '.join(repr(i.name) for i in inputs)})"
+        elif inputs[0].type != "tensor(float)":
+            found = f"input {inputs[0].name!r} of type {inputs[0].type}"
+        elif len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+            found = f"input {inputs[0].name!r} of shape {list(inputs[0].shape)}"
+        elif len(outputs) != 1:
+            found = f"{len(outputs)} outputs ({', '.join(repr(o.name) for o in outputs)})"
+        elif outputs[0].shape is not None and len(outputs[0].shape) != 2:
+            found = f"output {outputs[0].name!r} of shape {list(outputs[0].shape)}"
+        if found:
+            raise UserError(f"{self.path}: the model has {found}; {need}")
+        return inputs[0], outputs[0]
 
     def __call__(self, batch: np.ndarray) -> np.ndarray:
         x = ((batch.astype(np.float32) - 127.5) / 127.5).transpose(0, 3, 1, 2)
@@ -106,8 +123,16 @@ class OnnxEmbedder:
             missing = step - len(chunk)
             if missing:
                 chunk = np.concatenate([chunk, np.zeros((missing, *chunk.shape[1:]), np.float32)])
-            out = self.session.run([self.output_name], {self.input_name: chunk})[0]
-            outputs.append(out.reshape(len(chunk), -1)[:len(chunk) - missing])
+            try:
+                out = self.session.run([self.output_name], {self.input_name: chunk})[0]
+            except Exception as exc:  # onnxruntime's own error types; the first line says which node failed
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+                raise UserError(f"{self.path}: the ONNX model failed to run on a batch of {len(chunk)} "
+                                f"({first})"[:400]) from None
+            if out.ndim != 2 or len(out) != len(chunk):
+                raise UserError(f"{self.path}: the ONNX model returned shape {list(out.shape)} for a batch of "
+                                f"{len(chunk)}; verify needs one embedding row per image")
+            outputs.append(out[:len(chunk) - missing])
         return np.concatenate(outputs).astype(np.float32, copy=False)
 
 
