@@ -99,7 +99,8 @@ class Evidence:
         return self.searches[key]
 
     def standalone(self, engine, arch) -> float:
-        key = (engine.cfg.task, engine.cfg.data, repr(arch.to_dict()))
+        network = {k: v for k, v in arch.to_dict().items() if k != "provenance"}  # what is trained, not its history
+        key = (engine.cfg.task, engine.cfg.data, repr(network))
         if key not in self.trained:
             budget = self.s["budget"]
             self.trained[key] = train_from_scratch(arch, engine.cfg, engine.data, budget, self.device)
