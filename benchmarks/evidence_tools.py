@@ -10,7 +10,7 @@ import contextlib
 import io
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import islice
 from pathlib import Path
 
@@ -96,11 +96,29 @@ def run_search(cfg, folder: Path, device: str = "cpu"):
     return engine
 
 
-def child_network(arch):
-    """The stand-alone network of an architecture of the search space."""
+def child_network(arch) -> tuple[torch.nn.Module, int]:
+    """The stand-alone network of a derived architecture (NAR's Arch or ENAS's MacroArch) and its
+    feature size, which the task's head maps to logits."""
+    from facenar.space.macro import MacroArch, MacroChild
+
+    if isinstance(arch, MacroArch):
+        return MacroChild(arch), arch.channels
     from facenar.space.iresnet import build_child
 
-    return build_child(arch)
+    return build_child(arch), arch.embedding_size
+
+
+def arch_cost(arch) -> tuple[int, int]:
+    """(parameters, multiply-adds) of the stand-alone network, without the task's head."""
+    from facenar.space.macro import MacroArch, macro_cost
+
+    if isinstance(arch, MacroArch):
+        cost = macro_cost(arch)
+        return cost["params"], cost["macs"]
+    from facenar.space.cost import count_cost
+
+    cost = count_cost(arch)
+    return cost.params, cost.macs
 
 
 def train_from_scratch(arch, cfg, data, budget: Budget, device: str = "cpu") -> dict:
@@ -112,7 +130,8 @@ def train_from_scratch(arch, cfg, data, budget: Budget, device: str = "cpu") -> 
 
     task = get_task(cfg.task)
     seed_everything(budget.seed)
-    net, head = child_network(arch).to(device), task.search_head(cfg, data.num_classes).to(device)
+    net, features = child_network(arch)
+    net, head = net.to(device), task.search_head(replace(cfg, embedding_size=features), data.num_classes).to(device)
     loss_fn = task.search_loss(cfg)
     params = [p for m in (net, head) for p in m.parameters()]
     optimizer = torch.optim.SGD(params, lr=budget.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)

@@ -25,8 +25,8 @@ from typing import Sequence
 import torch
 
 from benchmarks.common import Section, machine_info, markdown_table
-from benchmarks.evidence_tools import (Budget, rank_agreement, run_search, search_config, spread_indices,
-                                       train_from_scratch)
+from benchmarks.evidence_tools import (Budget, arch_cost, rank_agreement, run_search, search_config,
+                                       spread_indices, train_from_scratch)
 from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.cli import UserError, run_cli
 from data_tools.outputs import check_outputs
@@ -42,9 +42,10 @@ SETTINGS = {
     # a few minutes on 2 idle cores: tiny searches and budgets, a smoke test of the method, not evidence
     True: dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=8, controller_steps=3, derive_samples=2,
                            random_samples=0),
-               k=6, pool=64, random_ws_samples=3, seeds=(0,), budget=Budget(steps=16, batch_size=32)),
+               spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, random_ws_samples=3, seeds=(0,),
+               budget=Budget(steps=16, batch_size=32)),
     # the demo preset's search; what the README quotes
-    False: dict(search=dict(random_samples=0), k=10, pool=256, random_ws_samples=20, seeds=(0, 1, 2),
+    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), k=10, pool=256, random_ws_samples=20, seeds=(0, 1, 2),
                 budget=Budget(steps=300, batch_size=64)),
 }
 FIDELITY_COLUMNS = ["task", "search", "K", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
@@ -91,7 +92,9 @@ class Evidence:
     def search(self, task: str, space: str, seed: int, **overrides):
         key = (task, space, seed, tuple(sorted(overrides.items())))
         if key not in self.searches:
-            cfg = search_config(task, space, seed, self.data, self.preset, {**self.s["search"], **overrides})
+            space_options = self.s["spaces"].get(space, {})  # e.g. ENAS's layers/channels
+            cfg = search_config(task, space, seed, self.data, self.preset,
+                                {**self.s["search"], **space_options, **overrides})
             engine = run_search(cfg, self.folder / f"search{len(self.searches)}", self.device)
             self.images["search"] += cfg.epochs * cfg.steps_per_epoch * cfg.batch_size
             self.images["search_s"] += engine.seconds
@@ -110,20 +113,22 @@ class Evidence:
 
     # ----- part 1
     def fidelity(self, task: str) -> tuple[list[dict], list[dict], dict]:
+        from facenar.search.config import search_space
         from facenar.search.reward import macs_model
 
         seed = self.s["seeds"][0]
         searches = {"with PreTrain": self.search(task, "nar", seed),
                     "no PreTrain": self.search(task, "nar", seed, pretrain_epochs=0)}
-        space = searches["with PreTrain"].space
+        space = search_space(searches["with PreTrain"].cfg)  # the NAR Arch template (codes all 0)
         macs = macs_model(space)
+        baseline = [space.candidates.index("conv3x3")] * space.num_slots  # the hand-made all-3x3 network
         gen = torch.Generator().manual_seed(POOL_SEED)
         pool = torch.randint(0, len(space.candidates), (self.s["pool"], space.num_slots), generator=gen).tolist()
         randoms = [pool[i] for i in spread_indices([macs(tuple(c)) for c in pool], self.s["k"] - 3)]
         summary, per_arch, points = [], [], {}
         for label, engine in searches.items():
             named = [("derived", engine.derived.codes), ("greedy", engine.derived.provenance["greedy_codes"]),
-                     ("baseline", engine.baseline.codes)] + [(f"random {i + 1}", c) for i, c in enumerate(randoms)]
+                     ("baseline", baseline)] + [(f"random {i + 1}", c) for i, c in enumerate(randoms)]
             seen, scored = set(), []
             for name, codes in named:
                 if tuple(codes) in seen:  # e.g. greedy == derived: one point each
@@ -147,29 +152,30 @@ class Evidence:
     def chosen(self, task: str, method: str, space: str, seed: int):
         """(engine, architecture) each method picks with the same shared-weight training images."""
         if method.startswith("random"):
+            from facenar.search.config import search_space
+
             epochs = self.search(task, "nar", seed).cfg.epochs
             engine = self.search(task, "nar", seed, pretrain_epochs=epochs, derive_samples=0)
+            space = search_space(engine.cfg)
             gen = torch.Generator().manual_seed(POOL_SEED + 1 + seed)
-            codes = torch.randint(0, len(engine.space.candidates),
-                                  (self.s["random_ws_samples"], engine.space.num_slots), generator=gen).tolist()
+            codes = torch.randint(0, len(space.candidates), (self.s["random_ws_samples"], space.num_slots),
+                                  generator=gen).tolist()
             best = max(codes, key=engine.rewards.full)  # first best on ties
-            return engine, engine.space.with_codes(best)
+            return engine, space.with_codes(best)
         engine = self.search(task, space, seed)
         return engine, engine.derived
 
     def method_row(self, task: str, method: str, space: str) -> dict:
-        from facenar.space.cost import count_cost
-
         accs, costs, images = [], [], 0
         for seed in self.s["seeds"]:
             engine, arch = self.chosen(task, method, space, seed)
             accs.append(self.standalone(engine, arch))
-            costs.append(count_cost(arch))
+            costs.append(arch_cost(arch))
             images = engine.cfg.epochs * engine.cfg.steps_per_epoch * engine.cfg.batch_size
         return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
                 "spread": f"sd {statistics.stdev(accs):.4f}, {min(accs):.4f}-{max(accs):.4f}" if len(accs) > 1
-                else "1 seed", "params_M": round(statistics.mean(c.params for c in costs) / 1e6, 3),
-                "MMACs": round(statistics.mean(c.macs for c in costs) / 1e6, 2), "shared_train_images": images}
+                else "1 seed", "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
+                "MMACs": round(statistics.mean(c[1] for c in costs) / 1e6, 2), "shared_train_images": images}
 
     def full_mode_estimate(self, full: dict) -> float:
         """Seconds the full mode would take here, from this run's seconds per search / training image."""

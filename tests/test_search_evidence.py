@@ -56,6 +56,29 @@ def test_missing_names_what_the_engine_lacks():
     assert search_evidence.missing("nosuch", "nar") == "needs --task nosuch"
 
 
+def test_enas_row_waits_for_the_space_option():
+    from dataclasses import fields
+
+    from facenar.search.config import SearchConfig
+
+    has_space = "space" in {f.name for f in fields(SearchConfig)}
+    assert search_evidence.missing("face", "enas") == (None if has_space else "needs --space enas")
+
+
+def test_children_of_both_spaces_give_features_and_costs():
+    from facenar.space.arch import Arch, num_slots
+    from facenar.space.macro import MacroArch
+
+    nar = Arch("iresnet18", [0] * num_slots("iresnet18"), ["conv3x3", "max3x3"], 0.25, 32, 16)
+    enas = MacroArch(["conv3x3", "maxpool3x3", "sepconv5x5"], [[], [1], [0, 1]], channels=8, input_size=16,
+                     num_classes=0)
+    for arch, size in ((nar, 32), (enas, 16)):
+        net, features = evidence_tools.child_network(arch)
+        assert net.eval()(torch.zeros(2, 3, size, size)).shape == (2, features)
+        params, macs = evidence_tools.arch_cost(arch)
+        assert params == sum(p.numel() for p in net.parameters()) and macs > 0
+
+
 def test_section_renders_every_table():
     section = search_evidence.EvidenceSection("T", ["a"], [{"a": 1}], [("second", ["b"], [{"b": 2}])])
     section.notes.append("a note")
@@ -81,7 +104,7 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     build_proxy(tiny_demo, proxy, num_ids=12, per_id=10, val_per_id=3, seed=0)
     tiny = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
                             controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
-                k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
+                spaces={}, k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
     monkeypatch.setitem(search_evidence.SETTINGS, True, tiny)
     trained = []
     real_train = evidence_tools.train_from_scratch
