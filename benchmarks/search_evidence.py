@@ -1,4 +1,4 @@
-"""Search evidence: do shared-weight rewards rank architectures as training from scratch does, and does NAR beat its baselines.
+"""Search evidence: ranking fidelity of the shared weights, and NAR against its baselines at equal budget.
 
 (1) Ranking fidelity: a search with PreTrain and one without (--pretrain-epochs 0), same seed and
 budget; K architectures (derived, greedy, all-conv3x3 baseline, random ones spread over the MAC
@@ -45,8 +45,8 @@ SETTINGS = {
                spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, random_ws_samples=3, seeds=(0,),
                budget=Budget(steps=16, batch_size=32)),
     # the demo preset's search; what the README quotes
-    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), k=10, pool=256, random_ws_samples=20, seeds=(0, 1, 2),
-                budget=Budget(steps=300, batch_size=64)),
+    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), k=10, pool=256,
+                random_ws_samples=20, seeds=(0, 1, 2), budget=Budget(steps=300, batch_size=64)),
 }
 FIDELITY_COLUMNS = ["task", "search", "K", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
                     "derived_shared", "derived_standalone", "search_s"]
@@ -231,6 +231,7 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                                else evidence.method_row(task, method, space))
         if points:
             scatter(points, Path(plot))
+        chance = {e.cfg.task: f"1/{e.data.num_classes}" for e in evidence.searches.values()}
     b = s["budget"]
     section = EvidenceSection(TITLE + (" [quick]" if quick else ""), FIDELITY_COLUMNS, fidelity,
                               [("NAR against its baselines (stand-alone top-1 after the same budget)", METHOD_COLUMNS,
@@ -244,17 +245,18 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
     if points:
         notes.append(f"scatter plot: {plot}")
     notes.append("what this shows: the pipeline that answers the question runs end to end and its numbers are "
-                 "real measurements of these runs. What it does NOT show: on the synthetic demo data (random "
-                 "faces, ~1-5% top-1 after a few hundred steps) the accuracies sit near chance, so tau/rho and "
-                 "the method ranking are dominated by noise; they say nothing about NAR on real faces. "
+                 "real measurements of these runs. What it does NOT show: on synthetic demo data with a short "
+                 f"budget the accuracies sit near chance (top-1 chance level: {chance or 'n/a'}) and one seed or a "
+                 "few seeds are no spread, so tau/rho, their p-values and the order of the methods are dominated "
+                 "by noise; they say nothing about NAR on real faces or CIFAR-10. "
                  "Run the same tables on a real proxy split with `python -m benchmarks.search_evidence --data "
                  "PROXY_DIR --task face --out evidence.md` (and `--task cifar10 --data CIFAR_DIR` once that task "
                  "exists); add `--preset paper` for the paper's network (GPU-sized)")
     if quick:
         estimate = evidence.full_mode_estimate(SETTINGS[False]) / 60
         notes.append(f"quick mode: a smoke test of the method, not evidence. Full mode (demo-preset searches, "
-                     f"K = {SETTINGS[False]['k']}, 3 seeds) estimated from this run's s/image at {estimate:.0f} "
-                     "min per task here")
+                     f"K = {SETTINGS[False]['k']}, 3 seeds) estimated from this run's seconds per image "
+                     f"(search overheads included: rough) at {estimate:.0f} min per task on this machine")
     notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
                                                                             machine_info().items()))
     section.notes.extend(notes)
