@@ -103,7 +103,7 @@ def child_network(arch) -> tuple[torch.nn.Module, int]:
 
     if isinstance(arch, MacroArch):
         return MacroChild(arch), arch.channels
-    from facenar.space.iresnet import build_child
+    from facenar.space.cost import build_child  # the builder whose networks the cost model counts
 
     return build_child(arch), arch.embedding_size
 

@@ -104,7 +104,7 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     build_proxy(tiny_demo, proxy, num_ids=12, per_id=10, val_per_id=3, seed=0)
     tiny = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
                             controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
-                spaces={}, k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
+                spaces=dict(enas=dict(layers=3, channels=8)), k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
     monkeypatch.setitem(search_evidence.SETTINGS, True, tiny)
     trained = []
     real_train = evidence_tools.train_from_scratch
@@ -116,6 +116,8 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     assert text.startswith(f"## {search_evidence.TITLE}")
     assert "| face | with PreTrain | 5 |" in text or "| face | with PreTrain | 4 |" in text  # greedy may = derived
     assert "| face | no PreTrain |" in text and "| face | random search + weight sharing | 1 |" in text
+    if search_evidence.missing("face", "enas") is None:  # once the engine has --space enas
+        assert "| face | ENAS, searchable skips | 1 |" in text
     assert (tmp_path / search_evidence.PLOT_NAME).stat().st_size > 0
     assert len(trained) == len(set(trained))  # every architecture trained once, shared between both parts
     assert search_evidence._earlier_report(out)  # a rerun may replace it without --force
