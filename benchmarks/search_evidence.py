@@ -231,7 +231,7 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                                else evidence.method_row(task, method, space))
         if points:
             scatter(points, Path(plot))
-        chance = {e.cfg.task: f"1/{e.data.num_classes}" for e in evidence.searches.values()}
+        chance = ", ".join(sorted({f"{e.cfg.task} 1/{e.data.num_classes}" for e in evidence.searches.values()}))
     b = s["budget"]
     section = EvidenceSection(TITLE + (" [quick]" if quick else ""), FIDELITY_COLUMNS, fidelity,
                               [("NAR against its baselines (stand-alone top-1 after the same budget)", METHOD_COLUMNS,
@@ -256,7 +256,8 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
         estimate = evidence.full_mode_estimate(SETTINGS[False]) / 60
         notes.append(f"quick mode: a smoke test of the method, not evidence. Full mode (demo-preset searches, "
                      f"K = {SETTINGS[False]['k']}, 3 seeds) estimated from this run's seconds per image "
-                     f"(search overheads included: rough) at {estimate:.0f} min per task on this machine")
+                     f"(search overheads included: rough) at {estimate:.0f} min for the face demo preset on this "
+                     "machine")
     notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
                                                                             machine_info().items()))
     section.notes.extend(notes)
@@ -276,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.search_evidence", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny searches and budgets, 1 seed (CI smoke test)")
     parser.add_argument("--out", help="write the markdown section here (default: print it); the scatter plot "
-                                      f"goes next to it as {PLOT_NAME}")
+                                      f"goes next to it as {PLOT_NAME} (replaced on every run)")
     parser.add_argument("--data", help="a real proxy split (face) or dataset folder (other tasks); default: demo data")
     parser.add_argument("--task", choices=TASKS, help="only this task (default: every task)")
     parser.add_argument("--preset", default="demo", choices=["demo", "paper"], help="search preset (default demo)")
@@ -289,7 +290,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--device cuda: no CUDA device is available here; run without --device")
     out = Path(args.out) if args.out else None
     plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
-    check_outputs(args.force or _earlier_report(out), files={"--out": out, "--out's plot": plot})
+    check_outputs(args.force or _earlier_report(out), files={"--out": out})
+    check_outputs(True, files={"plot": plot})  # this command's own file name: always regenerated
     section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset)
     if out:
         write_text_atomic(out, section.markdown())
