@@ -96,6 +96,13 @@ def run_search(cfg, folder: Path, device: str = "cpu"):
     return engine
 
 
+def shared_images(engine) -> int:
+    """Images the search's shared weights trained on (its engine: one process, drop_last batches)."""
+    cfg = engine.cfg
+    per_epoch = len(engine.data.train) // cfg.batch_size
+    return cfg.epochs * (min(per_epoch, cfg.steps_per_epoch) if cfg.steps_per_epoch else per_epoch) * cfg.batch_size
+
+
 def child_network(arch) -> tuple[torch.nn.Module, int]:
     """The stand-alone network of a derived architecture (NAR's Arch or ENAS's MacroArch) and its
     feature size, which the task's head maps to logits."""

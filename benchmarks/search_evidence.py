@@ -26,7 +26,7 @@ import torch
 
 from benchmarks.common import Section, machine_info, markdown_table
 from benchmarks.evidence_tools import (Budget, arch_cost, rank_agreement, run_search, search_config,
-                                       spread_indices, train_from_scratch)
+                                       shared_images, spread_indices, train_from_scratch)
 from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.cli import UserError, run_cli
 from data_tools.outputs import check_outputs
@@ -96,7 +96,7 @@ class Evidence:
             cfg = search_config(task, space, seed, self.data, self.preset,
                                 {**self.s["search"], **space_options, **overrides})
             engine = run_search(cfg, self.folder / f"search{len(self.searches)}", self.device)
-            self.images["search"] += cfg.epochs * cfg.steps_per_epoch * cfg.batch_size
+            self.images["search"] += shared_images(engine)
             self.images["search_s"] += engine.seconds
             self.searches[key] = engine
         return self.searches[key]
@@ -171,7 +171,7 @@ class Evidence:
             engine, arch = self.chosen(task, method, space, seed)
             accs.append(self.standalone(engine, arch))
             costs.append(arch_cost(arch))
-            images = engine.cfg.epochs * engine.cfg.steps_per_epoch * engine.cfg.batch_size
+            images = shared_images(engine)
         return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
                 "spread": f"sd {statistics.stdev(accs):.4f}, {min(accs):.4f}-{max(accs):.4f}" if len(accs) > 1
                 else "1 seed", "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
