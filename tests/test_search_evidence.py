@@ -122,3 +122,15 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     assert (tmp_path / search_evidence.PLOT_NAME).stat().st_size > 0
     assert len(trained) == len(set(trained))  # every architecture trained once, shared between both parts
     assert search_evidence._earlier_report(out)  # a rerun may replace it without --force
+
+
+def test_shared_images_count_full_passes_and_capped_epochs():
+    from types import SimpleNamespace
+
+    def engine(steps):
+        return SimpleNamespace(cfg=SimpleNamespace(epochs=2, steps_per_epoch=steps, batch_size=16),
+                               data=SimpleNamespace(train=range(100)))
+
+    assert evidence_tools.shared_images(engine(0)) == 2 * 6 * 16  # full passes, last partial batch dropped
+    assert evidence_tools.shared_images(engine(3)) == 2 * 3 * 16
+    assert evidence_tools.shared_images(engine(10)) == 2 * 6 * 16  # capped by the data, as the engine does
