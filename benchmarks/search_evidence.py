@@ -1,0 +1,305 @@
+"""Search evidence: ranking fidelity of the shared weights, and NAR against its baselines at equal budget.
+
+(1) Ranking fidelity: a search with PreTrain and one without (--pretrain-epochs 0), same seed and
+budget; K architectures (derived, greedy, all-conv3x3 baseline, random ones spread over the MAC
+range) are scored with each search's final shared weights on the whole val split and trained
+from scratch on one fixed budget; Kendall tau and Spearman rho between the two rankings, and a
+scatter plot. (2) NAR against random search with weight sharing (Li & Talwalkar: uniform paths for
+every epoch, then the best of N uniform samples by shared-weight reward) and ENAS with searchable
+skips, at equal shared-weight training images; each chosen architecture trained from scratch with
+the same budget, over several search seeds. Every (task, space) pair the engine does not know yet
+is reported as "not run" with what it needs.
+
+    python -m benchmarks.search_evidence [--quick] [--out FILE] [--data DIR --task face|cifar10 --preset P]
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from benchmarks.common import Section, machine_info, markdown_table
+from benchmarks.evidence_tools import (Budget, arch_cost, rank_agreement, run_search, search_config,
+                                       shared_images, spread_indices, train_from_scratch)
+from data_tools.atomic import atomic_path, write_text_atomic
+from data_tools.cli import UserError, run_cli
+from data_tools.outputs import check_outputs
+
+TASKS = ("face", "cifar10")  # each gets both parts; a task the engine lacks is a "not run" row
+METHODS = (("NAR (controller)", "nar"), ("random search + weight sharing", "nar"),
+           ("ENAS, searchable skips", "enas"))
+TITLE = "Search evidence: ranking fidelity (shared-weight vs stand-alone) and NAR against its baselines"
+PLOT_NAME = "search_evidence_fidelity.png"
+DEFAULT_PLOT = Path(__file__).resolve().parent / PLOT_NAME
+POOL_SEED = 1234  # the random architectures (same for both searches of part 1)
+SETTINGS = {
+    # a few minutes on 2 idle cores: tiny searches and budgets, a smoke test of the method, not evidence
+    True: dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=8, controller_steps=3, derive_samples=2,
+                           random_samples=0),
+               spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, random_ws_samples=3, seeds=(0,),
+               budget=Budget(steps=16, batch_size=32)),
+    # the demo preset's search; what the README quotes
+    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), k=10, pool=256,
+                random_ws_samples=20, seeds=(0, 1, 2), budget=Budget(steps=300, batch_size=64)),
+}
+FIDELITY_COLUMNS = ["task", "search", "K", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
+                    "derived_shared", "derived_standalone", "search_s"]
+ARCH_COLUMNS = ["task", "search", "arch", "codes", "MMACs", "shared_reward", "standalone_top1"]
+METHOD_COLUMNS = ["task", "method", "seeds", "standalone_top1", "spread", "params_M", "MMACs",
+                  "shared_train_images"]
+
+
+class EvidenceSection(Section):
+    """A Section with further titled tables after the main one (the framework's Section has one)."""
+
+    def __init__(self, title, columns, rows, tables):
+        super().__init__(title, columns, rows)
+        self.tables = tables  # [(subtitle, columns, rows)]
+
+    def markdown(self) -> str:
+        head, _, tail = super().markdown().partition("\n- ")
+        extra = [f"**{name}**\n\n{markdown_table(rows, columns)}\n" for name, columns, rows in self.tables]
+        return head.rstrip() + "\n\n" + "\n".join(extra) + ("\n- " + tail if tail else "")
+
+
+def missing(task: str, space: str) -> str | None:
+    """Why the engine cannot run this (task, space) yet, or None."""
+    from facenar.search.config import SearchConfig
+    from facenar.tasks import TASKS as KNOWN
+
+    if task not in KNOWN:
+        return f"needs --task {task}"
+    if space != "nar" and "space" not in {f.name for f in fields(SearchConfig)}:
+        return f"needs --space {space}"
+    return None
+
+
+class Evidence:
+    """Runs (and caches) the searches and stand-alone trainings both parts share."""
+
+    def __init__(self, settings: dict, folder: Path, data: str | None, preset: str, device: str):
+        self.s, self.folder, self.data, self.preset, self.device = settings, folder, data, preset, device
+        self.searches: dict[tuple, object] = {}
+        self.trained: dict[tuple, dict] = {}
+        self.images = {"search": 0, "search_s": 0.0, "train": 0, "train_s": 0.0}
+
+    def search(self, task: str, space: str, seed: int, **overrides):
+        key = (task, space, seed, tuple(sorted(overrides.items())))
+        if key not in self.searches:
+            space_options = self.s["spaces"].get(space, {})  # e.g. ENAS's layers/channels
+            cfg = search_config(task, space, seed, self.data, self.preset,
+                                {**self.s["search"], **space_options, **overrides})
+            engine = run_search(cfg, self.folder / f"search{len(self.searches)}", self.device)
+            self.images["search"] += shared_images(engine)
+            self.images["search_s"] += engine.seconds
+            self.searches[key] = engine
+        return self.searches[key]
+
+    def standalone(self, engine, arch) -> float:
+        network = {k: v for k, v in arch.to_dict().items() if k != "provenance"}  # what is trained, not its history
+        key = (engine.cfg.task, engine.cfg.data, repr(network))
+        if key not in self.trained:
+            budget = self.s["budget"]
+            self.trained[key] = train_from_scratch(arch, engine.cfg, engine.data, budget, self.device)
+            self.images["train"] += budget.steps * budget.batch_size
+            self.images["train_s"] += self.trained[key]["seconds"]
+        return self.trained[key]["top1"]
+
+    # ----- part 1
+    def fidelity(self, task: str) -> tuple[list[dict], list[dict], dict]:
+        from facenar.search.config import search_space
+        from facenar.search.reward import macs_model
+
+        seed = self.s["seeds"][0]
+        searches = {"with PreTrain": self.search(task, "nar", seed),
+                    "no PreTrain": self.search(task, "nar", seed, pretrain_epochs=0)}
+        space = search_space(searches["with PreTrain"].cfg)  # the NAR Arch template (codes all 0)
+        macs = macs_model(space)
+        baseline = [space.candidates.index("conv3x3")] * space.num_slots  # the hand-made all-3x3 network
+        gen = torch.Generator().manual_seed(POOL_SEED)
+        pool = torch.randint(0, len(space.candidates), (self.s["pool"], space.num_slots), generator=gen).tolist()
+        randoms = [pool[i] for i in spread_indices([macs(tuple(c)) for c in pool], self.s["k"] - 3)]
+        summary, per_arch, points = [], [], {}
+        for label, engine in searches.items():
+            named = [("derived", engine.derived.codes), ("greedy", engine.derived.provenance["greedy_codes"]),
+                     ("baseline", baseline)] + [(f"random {i + 1}", c) for i, c in enumerate(randoms)]
+            seen, scored = set(), []
+            for name, codes in named:
+                if tuple(codes) in seen:  # e.g. greedy == derived: one point each
+                    continue
+                seen.add(tuple(codes))
+                shared = engine.rewards.full(codes)
+                alone = self.standalone(engine, space.with_codes(codes))
+                scored.append((shared, alone))
+                per_arch.append({"task": task, "search": label, "arch": name, "codes": "".join(map(str, codes)),
+                                 "MMACs": round(macs(tuple(codes)) / 1e6, 2), "shared_reward": round(shared, 4),
+                                 "standalone_top1": round(alone, 4)})
+            stats = rank_agreement([s for s, _ in scored], [a for _, a in scored])
+            points[f"{task}: {label} (tau {stats['kendall_tau']:.2f})"] = scored
+            summary.append({"task": task, "search": label, "K": stats["n"],
+                            **{k: round(v, 3) for k, v in stats.items() if k != "n"},
+                            "derived_shared": round(scored[0][0], 4), "derived_standalone": round(scored[0][1], 4),
+                            "search_s": round(engine.seconds)})
+        return summary, per_arch, points
+
+    # ----- part 2
+    def chosen(self, task: str, method: str, space: str, seed: int):
+        """(engine, architecture) each method picks with the same shared-weight training images."""
+        if method.startswith("random"):
+            from facenar.search.config import search_space
+
+            epochs = self.search(task, "nar", seed).cfg.epochs
+            engine = self.search(task, "nar", seed, pretrain_epochs=epochs, derive_samples=0)
+            space = search_space(engine.cfg)
+            gen = torch.Generator().manual_seed(POOL_SEED + 1 + seed)
+            codes = torch.randint(0, len(space.candidates), (self.s["random_ws_samples"], space.num_slots),
+                                  generator=gen).tolist()
+            best = max(codes, key=engine.rewards.full)  # first best on ties
+            return engine, space.with_codes(best)
+        engine = self.search(task, space, seed)
+        return engine, engine.derived
+
+    def method_row(self, task: str, method: str, space: str) -> dict:
+        accs, costs, images = [], [], 0
+        for seed in self.s["seeds"]:
+            engine, arch = self.chosen(task, method, space, seed)
+            accs.append(self.standalone(engine, arch))
+            costs.append(arch_cost(arch))
+            images = shared_images(engine)
+        return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
+                "spread": f"sd {statistics.stdev(accs):.4f}, {min(accs):.4f}-{max(accs):.4f}" if len(accs) > 1
+                else "1 seed", "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
+                "MMACs": round(statistics.mean(c[1] for c in costs) / 1e6, 2), "shared_train_images": images}
+
+    def full_mode_estimate(self, full: dict) -> float:
+        """Seconds the full mode would take here, from this run's seconds per search / training image."""
+        search_rate = self.images["search_s"] / max(self.images["search"], 1)
+        train_rate = self.images["train_s"] / max(self.images["train"], 1)
+        from facenar.search.config import PRESETS
+
+        demo = PRESETS["demo"]
+        searches = 1 + 2 * len(full["seeds"])
+        trains = 2 * full["k"] + 2 * len(full["seeds"])
+        return (searches * demo["epochs"] * demo["steps_per_epoch"] * demo["batch_size"] * search_rate
+                + trains * full["budget"].steps * full["budget"].batch_size * train_rate)
+
+
+def scatter(points: dict[str, list[tuple[float, float]]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for label, pairs in points.items():
+        ax.scatter([p[0] for p in pairs], [p[1] for p in pairs], label=label, alpha=0.8)
+    ax.set_xlabel("shared-weight reward (whole val split)")
+    ax.set_ylabel("stand-alone top-1 (fixed budget, same val split)")
+    ax.set_title("Ranking fidelity")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLOT, data: str | None = None,
+        tasks: Sequence[str] = TASKS, preset: str = "demo") -> Section:
+    s = SETTINGS[quick]
+    start = time.perf_counter()
+    fidelity, per_arch, methods, points, notes = [], [], [], {}, []
+    with tempfile.TemporaryDirectory(prefix="facenar-evidence-") as tmp:
+        evidence = Evidence(s, Path(tmp), data, preset, device)
+        for task in tasks:
+            reason = missing(task, "nar")
+            if reason:
+                fidelity.append({"task": task, "search": f"not run: {reason}"})
+            else:
+                summary, archs, task_points = evidence.fidelity(task)
+                fidelity += summary
+                per_arch += archs
+                points.update(task_points)
+            for method, space in METHODS:
+                reason = missing(task, space)
+                methods.append({"task": task, "method": method, "seeds": f"not run: {reason}"} if reason
+                               else evidence.method_row(task, method, space))
+        if points:
+            scatter(points, Path(plot))
+        chance = ", ".join(sorted({f"{e.cfg.task} 1/{e.data.num_classes}" for e in evidence.searches.values()}))
+    b = s["budget"]
+    section = EvidenceSection(TITLE + (" [quick]" if quick else ""), FIDELITY_COLUMNS, fidelity,
+                              [("NAR against its baselines (stand-alone top-1 after the same budget)", METHOD_COLUMNS,
+                                methods), ("every architecture of the ranking-fidelity table", ARCH_COLUMNS, per_arch)])
+    notes.append(f"settings: searches = {preset} preset with {s['search']}, seeds {list(s['seeds'])}; K = {s['k']} "
+                 f"(derived, greedy, baseline, {s['k'] - 3} random spread over the MAC range of {s['pool']} uniform "
+                 f"samples; duplicates counted once); stand-alone budget: {b.steps} SGD steps of {b.batch_size} "
+                 f"images (Nesterov, lr {b.lr} cosine, seed {b.seed}, the task's search head + loss), then top-1 "
+                 f"on the whole val split; random search + weight sharing = uniform paths for all epochs, best of "
+                 f"{s['random_ws_samples']} uniform samples by shared-weight reward")
+    if points:
+        notes.append(f"scatter plot: {plot}")
+    notes.append("what this shows: the pipeline that answers the question runs end to end and its numbers are "
+                 "real measurements of these runs. What it does NOT show: on synthetic demo data with a short "
+                 f"budget the accuracies sit near chance (top-1 chance level: {chance or 'n/a'}) and one seed or a "
+                 "few seeds are no spread, so tau/rho, their p-values and the order of the methods are dominated "
+                 "by noise; they say nothing about NAR on real faces or CIFAR-10. "
+                 "Run the same tables on a real proxy split with `python -m benchmarks.search_evidence --data "
+                 "PROXY_DIR --task face --out evidence.md` (and `--task cifar10 --data CIFAR_DIR` once that task "
+                 "exists); add `--preset paper` for the paper's network (GPU-sized)")
+    if quick:
+        estimate = evidence.full_mode_estimate(SETTINGS[False]) / 60
+        notes.append(f"quick mode: a smoke test of the method, not evidence. Full mode (demo-preset searches, "
+                     f"K = {SETTINGS[False]['k']}, 3 seeds) estimated from this run's seconds per image "
+                     f"(search overheads included: rough) at {estimate:.0f} min for the face demo preset on this "
+                     "machine")
+    notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
+                                                                            machine_info().items()))
+    section.notes.extend(notes)
+    return section
+
+
+def _earlier_report(out: Path | None) -> bool:
+    """An earlier output of this command (and its plot) may be replaced without --force."""
+    try:
+        with open(out, "rb") as handle:
+            return handle.read(len(TITLE) + 3) == f"## {TITLE}".encode()
+    except (OSError, TypeError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.search_evidence", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny searches and budgets, 1 seed (CI smoke test)")
+    parser.add_argument("--out", help="write the markdown section here (default: print it); the scatter plot "
+                                      f"goes next to it as {PLOT_NAME} (replaced on every run)")
+    parser.add_argument("--data", help="a real proxy split (face) or dataset folder (other tasks); default: demo data")
+    parser.add_argument("--task", choices=TASKS, help="only this task (default: every task)")
+    parser.add_argument("--preset", default="demo", choices=["demo", "paper"], help="search preset (default demo)")
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
+    args = parser.parse_args(argv)
+    if args.data and not args.task:
+        raise UserError("--data needs --task (which task's data it is)")
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here; run without --device")
+    out = Path(args.out) if args.out else None
+    plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
+    check_outputs(args.force or _earlier_report(out), files={"--out": out})
+    check_outputs(True, files={"plot": plot})  # this command's own file name: always regenerated
+    section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset)
+    if out:
+        write_text_atomic(out, section.markdown())
+        print(f"wrote {out} and {plot}")
+    else:
+        print(section.markdown())
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,136 @@
+"""benchmarks.search_evidence: ranking statistics, MAC-spread selection, the report, and a tiny real run."""
+import math
+
+import pytest
+import torch
+
+from benchmarks import evidence_tools, search_evidence
+from benchmarks.evidence_tools import Budget, rank_agreement, spread_indices
+from data_tools.cli import UserError
+
+
+def test_rank_agreement_of_known_rankings():
+    same = rank_agreement([0.1, 0.2, 0.3, 0.4], [10, 20, 30, 40])
+    assert same["kendall_tau"] == pytest.approx(1) and same["spearman_rho"] == pytest.approx(1)
+    reverse = rank_agreement([0.1, 0.2, 0.3, 0.4], [4, 3, 2, 1])
+    assert reverse["kendall_tau"] == pytest.approx(-1) and reverse["spearman_rho"] == pytest.approx(-1)
+    one_swap = rank_agreement([1, 2, 3, 4], [1, 3, 2, 4])  # 5 concordant, 1 discordant pair; sum d^2 = 2
+    assert one_swap["kendall_tau"] == pytest.approx(4 / 6)
+    assert one_swap["spearman_rho"] == pytest.approx(1 - 6 * 2 / (4 * 15))
+    assert one_swap["n"] == 4 and 0 < one_swap["kendall_p"] <= 1
+
+
+def test_rank_agreement_without_a_ranking_is_nan_and_bad_input_raises():
+    flat = rank_agreement([0.5, 0.5, 0.5], [1, 2, 3])
+    assert math.isnan(flat["kendall_tau"]) and math.isnan(flat["spearman_rho"])
+    with pytest.raises(ValueError):
+        rank_agreement([1, 2], [1, 2, 3])
+    with pytest.raises(ValueError):
+        rank_agreement([1], [1])
+
+
+def test_spread_indices_cover_the_range():
+    values = [5, 1, 9, 3, 7, 2]
+    assert spread_indices(values, 3) == [1, 0, 2]  # targets 1, 5, 9
+    assert spread_indices(values, 10) == [1, 5, 3, 0, 4, 2]  # all, cheapest first
+    assert spread_indices(values, 0) == []
+    assert spread_indices([1, 1, 1, 10], 3) == [0, 1, 3]  # distinct indices even on ties
+
+
+def test_random_architectures_spread_over_the_mac_range():
+    from facenar.search.reward import macs_model
+    from facenar.space.arch import Arch, num_slots
+
+    space = Arch("iresnet18", [0] * num_slots("iresnet18"), ["conv3x3", "dwconv3x3", "max3x3"], 0.25, 32, 64)
+    macs = macs_model(space)
+    pool = torch.randint(0, 3, (40, space.num_slots), generator=torch.Generator().manual_seed(0)).tolist()
+    costs = [macs(tuple(c)) for c in pool]
+    picked = [costs[i] for i in spread_indices(costs, 5)]
+    assert picked[0] == min(costs) and picked[-1] == max(costs)
+    middle = sorted(costs)[len(costs) // 2]
+    assert min(picked) < middle < max(picked) and len(set(spread_indices(costs, 5))) == 5
+
+
+def test_missing_names_what_the_engine_lacks():
+    assert search_evidence.missing("face", "nar") is None
+    assert search_evidence.missing("nosuch", "nar") == "needs --task nosuch"
+
+
+def test_enas_row_waits_for_the_space_option():
+    from dataclasses import fields
+
+    from facenar.search.config import SearchConfig
+
+    has_space = "space" in {f.name for f in fields(SearchConfig)}
+    assert search_evidence.missing("face", "enas") == (None if has_space else "needs --space enas")
+
+
+def test_children_of_both_spaces_give_features_and_costs():
+    from facenar.space.arch import Arch, num_slots
+    from facenar.space.macro import MacroArch
+
+    nar = Arch("iresnet18", [0] * num_slots("iresnet18"), ["conv3x3", "max3x3"], 0.25, 32, 16)
+    enas = MacroArch(["conv3x3", "maxpool3x3", "sepconv5x5"], [[], [1], [0, 1]], channels=8, input_size=16,
+                     num_classes=0)
+    for arch, size in ((nar, 32), (enas, 16)):
+        net, features = evidence_tools.child_network(arch)
+        assert net.eval()(torch.zeros(2, 3, size, size)).shape == (2, features)
+        params, macs = evidence_tools.arch_cost(arch)
+        assert params == sum(p.numel() for p in net.parameters()) and macs > 0
+
+
+def test_section_renders_every_table():
+    section = search_evidence.EvidenceSection("T", ["a"], [{"a": 1}], [("second", ["b"], [{"b": 2}])])
+    section.notes.append("a note")
+    text = section.markdown()
+    assert text.index("| a |") < text.index("**second**") < text.index("| b |") < text.index("- a note")
+
+
+def test_cli_refuses_bad_options_before_any_work(tmp_path):
+    with pytest.raises(UserError, match="--data needs --task"):
+        search_evidence.main(["--data", str(tmp_path)])
+    mine = tmp_path / "notes.md"
+    mine.write_text("my own notes\n")
+    with pytest.raises(UserError):
+        search_evidence.main(["--out", str(mine)])
+    assert mine.read_text() == "my own notes\n"
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
+    from data_tools.proxy import build_proxy
+
+    proxy = tmp_path / "proxy"
+    build_proxy(tiny_demo, proxy, num_ids=12, per_id=10, val_per_id=3, seed=0)
+    tiny = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
+                            controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
+                spaces=dict(enas=dict(layers=3, channels=8)), k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
+    monkeypatch.setitem(search_evidence.SETTINGS, True, tiny)
+    trained = []
+    real_train = evidence_tools.train_from_scratch
+    monkeypatch.setattr(search_evidence, "train_from_scratch",
+                        lambda arch, *a, **k: trained.append(tuple(arch.codes)) or real_train(arch, *a, **k))
+    out = tmp_path / "evidence.md"
+    assert search_evidence.main(["--quick", "--data", str(proxy), "--task", "face", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert text.startswith(f"## {search_evidence.TITLE}")
+    assert "| face | with PreTrain | 5 |" in text or "| face | with PreTrain | 4 |" in text  # greedy may = derived
+    assert "| face | no PreTrain |" in text
+    assert "| face | random search + weight sharing | 1 |" in text and "| 64 |" in text  # 2 epochs x 2 x 16 images
+    if search_evidence.missing("face", "enas") is None:  # once the engine has --space enas
+        assert "| face | ENAS, searchable skips | 1 |" in text
+    assert (tmp_path / search_evidence.PLOT_NAME).stat().st_size > 0
+    assert len(trained) == len(set(trained))  # every architecture trained once, shared between both parts
+    assert search_evidence._earlier_report(out)  # a rerun may replace it without --force
+
+
+def test_shared_images_count_full_passes_and_capped_epochs():
+    from types import SimpleNamespace
+
+    def engine(steps):
+        return SimpleNamespace(cfg=SimpleNamespace(epochs=2, steps_per_epoch=steps, batch_size=16),
+                               data=SimpleNamespace(train=range(100)))
+
+    assert evidence_tools.shared_images(engine(0)) == 2 * 6 * 16  # full passes, last partial batch dropped
+    assert evidence_tools.shared_images(engine(3)) == 2 * 3 * 16
+    assert evidence_tools.shared_images(engine(10)) == 2 * 6 * 16  # capped by the data, as the engine does
