@@ -71,6 +71,19 @@ def conv_sites(backbone: str, width: float = 1.0, input_size: int = 112,
     return sites
 
 
+def add_stages(net: nn.Module, specs: list[BlockSpec], sites: list[ConvSite], make_op: OpFactory, block) -> None:
+    """`layer1..4` of a ResNet-style network (iresnet and ResNet alike): each block gets the ops of its two
+    conv sites, in network order, so children and supernets are built by one loop."""
+    site = iter(sites)
+    for stage in range(4):
+        blocks = []
+        for spec in (s for s in specs if s.stage == stage):
+            a, b = next(site), next(site)
+            blocks.append(block(spec.cin, spec.cout, spec.stride, make_op(a.slot, a.cin, a.cout, a.stride),
+                                make_op(b.slot, b.cin, b.cout, b.stride)))
+        setattr(net, f"layer{stage + 1}", nn.Sequential(*blocks))
+
+
 class IRBlock(nn.Module):
     """BN - op1 - BN - PReLU - op2(stride) - BN, plus identity or conv1x1+BN shortcut."""
 
@@ -107,15 +120,7 @@ class IResNet(nn.Module):
         self.conv1 = nn.Conv2d(3, stem, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(stem, eps=BN_EPS)
         self.prelu = nn.PReLU(stem)
-        site = iter(self.sites)
-        for stage in range(4):
-            blocks = []
-            for spec in (s for s in specs if s.stage == stage):
-                a, b = next(site), next(site)
-                blocks.append(IRBlock(spec.cin, spec.cout, spec.stride,
-                                      make_op(a.slot, a.cin, a.cout, a.stride),
-                                      make_op(b.slot, b.cin, b.cout, b.stride)))
-            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        add_stages(self, specs, self.sites, make_op, IRBlock)
         last = specs[-1]
         self.bn2 = nn.BatchNorm2d(last.cout, eps=BN_EPS)
         self.dropout = nn.Dropout(p=dropout)

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from facenar.space.arch import BACKBONES, GRANULARITIES, STAGE_WIDTHS, family, feature_size, num_slots, scale_channels
-from facenar.space.iresnet import BN_EPS, BlockSpec, ConvSite, OpFactory, fixed_ops
+from facenar.space.iresnet import BN_EPS, BlockSpec, ConvSite, OpFactory, add_stages, fixed_ops
 from facenar.space.ops import PAPER_OPS
 
 STEMS = ("imagenet", "cifar")
@@ -121,15 +121,7 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(channels, eps=BN_EPS)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if self.stem == "imagenet" else nn.Identity()
-        site = iter(self.sites)
-        for stage in range(4):
-            blocks = []
-            for spec in (s for s in specs if s.stage == stage):
-                a, b = next(site), next(site)
-                blocks.append(BasicBlock(spec.cin, spec.cout, spec.stride,
-                                         make_op(a.slot, a.cin, a.cout, a.stride),
-                                         make_op(b.slot, b.cin, b.cout, b.stride)))
-            setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
+        add_stages(self, specs, self.sites, make_op, BasicBlock)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.dropout = nn.Dropout(p=dropout)
         self._init_like_torchvision()
