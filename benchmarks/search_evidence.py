@@ -15,6 +15,7 @@ is reported as "not run" with what it needs.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import tempfile
 import time
@@ -37,15 +38,19 @@ METHODS = (("NAR (controller)", "nar"), ("random search + weight sharing", "nar"
 TITLE = "Search evidence: ranking fidelity (shared-weight vs stand-alone) and NAR against its baselines"
 PLOT_NAME = "search_evidence_fidelity.png"
 DEFAULT_PLOT = Path(__file__).resolve().parent / PLOT_NAME
+FIG1_NAME = "search_evidence_fig1.png"  # next to the scatter plot
+FIG1_TASK = "cifar10"  # the paper's Fig. 1 setting: ENAS's macro space on CIFAR-10
+FIG1_COLUMNS = ["task", "epoch", "phase", "skip_prob (penalty on)", "KL (penalty on)", "skip_prob (penalty off)",
+                "KL (penalty off)"]
 POOL_SEED = 1234  # the random architectures (same for both searches of part 1)
 SETTINGS = {
     # a few minutes on 2 idle cores: tiny searches and budgets, a smoke test of the method, not evidence
     True: dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=8, controller_steps=3, derive_samples=2,
                            random_samples=0),
-               spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, random_ws_samples=3, seeds=(0,),
+               spaces=dict(enas=dict(layers=4, channels=16)), fig1={}, k=6, pool=64, random_ws_samples=3, seeds=(0,),
                budget=Budget(steps=16, batch_size=32)),
     # the demo preset's search; what the README quotes
-    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), k=10, pool=256,
+    False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=36)), fig1={}, k=10, pool=256,
                 random_ws_samples=20, seeds=(0, 1, 2), budget=Budget(steps=300, batch_size=64)),
 }
 FIDELITY_COLUMNS = ["task", "search", "K", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
@@ -90,12 +95,13 @@ class Evidence:
         self.images = {"search": 0, "search_s": 0.0, "train": 0, "train_s": 0.0}
 
     def search(self, task: str, space: str, seed: int, **overrides):
-        key = (task, space, seed, tuple(sorted(overrides.items())))
+        space_options = self.s["spaces"].get(space, {})  # e.g. ENAS's layers/channels
+        cfg = search_config(task, space, seed, self.data, self.preset,
+                            {**self.s["search"], **space_options, **overrides})
+        key = json.dumps(cfg.to_dict(), sort_keys=True)  # equal settings = one search, however they were spelled
         if key not in self.searches:
-            space_options = self.s["spaces"].get(space, {})  # e.g. ENAS's layers/channels
-            cfg = search_config(task, space, seed, self.data, self.preset,
-                                {**self.s["search"], **space_options, **overrides})
-            engine = run_search(cfg, self.folder / f"search{len(self.searches)}", self.device)
+            name = "-".join([f"search{len(self.searches)}", task, space] + [f"{k}{v}" for k, v in overrides.items()])
+            engine = run_search(cfg, self.folder / name, self.device)
             self.images["search"] += shared_images(engine)
             self.images["search_s"] += engine.seconds
             self.searches[key] = engine
@@ -148,6 +154,18 @@ class Evidence:
                             "search_s": round(engine.seconds)})
         return summary, per_arch, points
 
+    # ----- Fig. 1
+    def fig1(self, task: str, png: Path) -> list[dict]:
+        """The two ENAS searches of the paper's Fig. 1 (skip penalty on = the default 0.8, and off), same
+        seed and budget; the penalty-on one is the NAR-vs-baselines ENAS search when the settings match."""
+        from facenar.search.fig1 import plot_fig1
+
+        seed = self.s["seeds"][0]
+        runs = [self.search(task, "enas", seed, **self.s["fig1"]),
+                self.search(task, "enas", seed, **self.s["fig1"], skip_weight=0.0)]
+        rows = plot_fig1([engine.run_dir.path for engine in runs], png, self.folder / "fig1.csv")
+        return fig1_table(rows, task, runs[0].cfg.pretrain_epochs)
+
     # ----- part 2
     def chosen(self, task: str, method: str, space: str, seed: int):
         """(engine, architecture) each method picks with the same shared-weight training images."""
@@ -190,6 +208,18 @@ class Evidence:
                 + trains * full["budget"].steps * full["budget"].batch_size * train_rate)
 
 
+def fig1_table(rows: list[dict], task: str, pretrain_epochs: int) -> list[dict]:
+    """One line per epoch with both runs side by side (plot_fig1's rows: run, skip_weight, epoch, ...)."""
+    by_epoch: dict[int, dict] = {}
+    for row in rows:
+        side = "off" if row["skip_weight"] == 0 else "on"
+        line = by_epoch.setdefault(row["epoch"], {"task": task, "epoch": row["epoch"],
+                                                  "phase": "PreTrain" if row["epoch"] <= pretrain_epochs else "search"})
+        line[f"skip_prob (penalty {side})"] = round(row["skip_prob"], 4)
+        line[f"KL (penalty {side})"] = round(row["skip_kl_half"], 4)
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
+
+
 def scatter(points: dict[str, list[tuple[float, float]]], path: Path) -> None:
     import matplotlib
 
@@ -213,7 +243,8 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
         tasks: Sequence[str] = TASKS, preset: str = "demo") -> Section:
     s = SETTINGS[quick]
     start = time.perf_counter()
-    fidelity, per_arch, methods, points, notes = [], [], [], {}, []
+    fidelity, per_arch, methods, points, notes, fig1 = [], [], [], {}, [], []
+    fig1_png = Path(plot).with_name(FIG1_NAME)
     with tempfile.TemporaryDirectory(prefix="facenar-evidence-") as tmp:
         evidence = Evidence(s, Path(tmp), data, preset, device)
         for task in tasks:
@@ -229,13 +260,21 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                 reason = missing(task, space)
                 methods.append({"task": task, "method": method, "seeds": f"not run: {reason}"} if reason
                                else evidence.method_row(task, method, space))
+        fig1_reason = missing(FIG1_TASK, "enas") or (None if FIG1_TASK in tasks else f"needs --task {FIG1_TASK}")
+        if not fig1_reason:
+            fig1 = evidence.fig1(FIG1_TASK, fig1_png)
         if points:
             scatter(points, Path(plot))
         chance = ", ".join(sorted({f"{e.cfg.task} 1/{e.data.num_classes}" for e in evidence.searches.values()}))
     b = s["budget"]
     section = EvidenceSection(TITLE + (" [quick]" if quick else ""), FIDELITY_COLUMNS, fidelity,
                               [("NAR against its baselines (stand-alone top-1 after the same budget)", METHOD_COLUMNS,
-                                methods), ("every architecture of the ranking-fidelity table", ARCH_COLUMNS, per_arch)])
+                                methods),
+                               ("the paper's Fig. 1: ENAS's skips with the skip penalty on (weight 0.8, target 0.4) and "
+                                "off, same seed and budget; KL = KL(p_skip || 0.5), mean over the epoch's sampled "
+                                "architectures", FIG1_COLUMNS,
+                                fig1 or [{"task": FIG1_TASK, "epoch": f"not run: {fig1_reason}"}]),
+                               ("every architecture of the ranking-fidelity table", ARCH_COLUMNS, per_arch)])
     notes.append(f"settings: searches = {preset} preset with {s['search']}, seeds {list(s['seeds'])}; K = {s['k']} "
                  f"(derived, greedy, baseline, {s['k'] - 3} random spread over the MAC range of {s['pool']} uniform "
                  f"samples; duplicates counted once); stand-alone budget: {b.steps} SGD steps of {b.batch_size} "
@@ -244,6 +283,10 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                  f"{s['random_ws_samples']} uniform samples by shared-weight reward")
     if points:
         notes.append(f"scatter plot: {plot}")
+    if fig1:
+        notes.append(f"Fig. 1 plot: {fig1_png} (left: KL(p_skip || 0.5), right: mean skip probability; "
+                     f"Fig. 1 searches: the ENAS search above with {s['fig1'] or 'the same settings'}; the "
+                     "penalty-on search is the NAR-vs-baselines ENAS search when these match)")
     notes.append("what this shows: the pipeline that answers the question runs end to end and its numbers are "
                  "real measurements of these runs. What it does NOT show: on synthetic demo data with a short "
                  f"budget the accuracies sit near chance (top-1 chance level: {chance or 'n/a'}) and one seed or a "
@@ -291,7 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else None
     plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
     check_outputs(args.force or _earlier_report(out), files={"--out": out})
-    check_outputs(True, files={"plot": plot})  # this command's own file name: always regenerated
+    # this command's own file names: always regenerated
+    check_outputs(True, files={"plot": plot, "Fig. 1 plot": plot.with_name(FIG1_NAME)})
     section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset)
     if out:
         write_text_atomic(out, section.markdown())
