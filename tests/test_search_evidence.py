@@ -102,7 +102,7 @@ def test_fig1_is_not_run_without_the_cifar10_task(monkeypatch):
     monkeypatch.setattr(search_evidence.Evidence, "fidelity", lambda self, task: ([], [], {}))
     monkeypatch.setattr(search_evidence.Evidence, "method_row", lambda self, task, method, space: {})
     monkeypatch.setattr(search_evidence.Evidence, "fig1", lambda *a: pytest.fail("Fig. 1 needs cifar10"))
-    monkeypatch.setattr(search_evidence.Evidence, "full_mode_estimate", lambda self, full: 0.0)
+    monkeypatch.setattr(search_evidence.Evidence, "full_mode_estimate", lambda self, full, tasks: 0.0)
     text = search_evidence.run(quick=True, tasks=["face"]).markdown()
     assert "| cifar10 | not run: needs --task cifar10 |" in text
 
