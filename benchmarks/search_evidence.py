@@ -102,7 +102,7 @@ class Evidence:
                             {**self.s["search"], **space_options, **overrides})
         key = json.dumps(cfg.to_dict(), sort_keys=True)  # equal settings = one search, however they were spelled
         if key not in self.searches:
-            name = "-".join([f"search{len(self.searches)}", task, space] + [f"{k}{v}" for k, v in overrides.items()])
+            name = f"search{len(self.searches)}-{task}-{space}"  # short: Fig. 1's legend shows it
             engine = run_search(cfg, self.folder / name, self.device)
             self.images["search"] += shared_images(engine)
             self.images["search_s"] += engine.seconds
