@@ -7,8 +7,10 @@ from scratch on one fixed budget; Kendall tau and Spearman rho between the two r
 scatter plot. (2) NAR against random search with weight sharing (Li & Talwalkar: uniform paths for
 every epoch, then the best of N uniform samples by shared-weight reward) and ENAS with searchable
 skips, at equal shared-weight training images; each chosen architecture trained from scratch with
-the same budget, over several search seeds. Every (task, space) pair the engine does not know yet
-is reported as "not run" with what it needs.
+the same budget, over several search seeds. (3) The paper's Fig. 1 on the CIFAR-10 task: two ENAS
+searches, skip penalty on and off, same seed and budget; per epoch skip probability and KL(p_skip || 0.5),
+table and plot. Every (task, space) pair the engine does not know yet is reported as "not run" with what
+it needs.
 
     python -m benchmarks.search_evidence [--quick] [--out FILE] [--data DIR --task face|cifar10 --preset P]
 """
