@@ -86,6 +86,27 @@ def test_section_renders_every_table():
     assert text.index("| a |") < text.index("**second**") < text.index("| b |") < text.index("- a note")
 
 
+def test_fig1_table_puts_both_runs_side_by_side_per_epoch(tmp_path):
+    stored = [{"run": "on", "skip_weight": 0.8, "epoch": e, "skip_prob": p, "skip_kl_half": kl}
+              for e, p, kl in ((1, 0.5, 0.0), (2, 0.41, 0.0163))]
+    stored += [{"run": "off", "skip_weight": 0.0, "epoch": e, "skip_prob": p, "skip_kl_half": kl}
+               for e, p, kl in ((1, 0.5, 0.0), (2, 0.82, 0.2132))]
+    table = search_evidence.fig1_table(stored, "cifar10", pretrain_epochs=1)
+    assert [row["phase"] for row in table] == ["PreTrain", "search"]
+    assert table[1] == {"task": "cifar10", "epoch": 2, "phase": "search", "skip_prob (penalty on)": 0.41,
+                        "KL (penalty on)": 0.0163, "skip_prob (penalty off)": 0.82, "KL (penalty off)": 0.2132}
+    assert set(table[0]) == set(search_evidence.FIG1_COLUMNS)
+
+
+def test_fig1_is_not_run_without_the_cifar10_task(monkeypatch):
+    monkeypatch.setattr(search_evidence.Evidence, "fidelity", lambda self, task: ([], [], {}))
+    monkeypatch.setattr(search_evidence.Evidence, "method_row", lambda self, task, method, space: {})
+    monkeypatch.setattr(search_evidence.Evidence, "fig1", lambda *a: pytest.fail("Fig. 1 needs cifar10"))
+    monkeypatch.setattr(search_evidence.Evidence, "full_mode_estimate", lambda self, full, tasks: 0.0)
+    text = search_evidence.run(quick=True, tasks=["face"]).markdown()
+    assert "| cifar10 | not run: needs --task cifar10 |" in text
+
+
 def test_cli_refuses_bad_options_before_any_work(tmp_path):
     with pytest.raises(UserError, match="--data needs --task"):
         search_evidence.main(["--data", str(tmp_path)])
@@ -96,16 +117,19 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path):
     assert mine.read_text() == "my own notes\n"
 
 
+TINY = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
+                        controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
+            spaces=dict(enas=dict(layers=3, channels=8)), fig1={}, k=5, pool=12, random_ws_samples=2, seeds=(0,),
+            budget=Budget(steps=2, batch_size=16))
+
+
 @pytest.mark.slow
 def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     from data_tools.proxy import build_proxy
 
     proxy = tmp_path / "proxy"
     build_proxy(tiny_demo, proxy, num_ids=12, per_id=10, val_per_id=3, seed=0)
-    tiny = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
-                            controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
-                spaces=dict(enas=dict(layers=3, channels=8)), k=5, pool=12, random_ws_samples=2, seeds=(0,), budget=Budget(steps=2, batch_size=16))
-    monkeypatch.setitem(search_evidence.SETTINGS, True, tiny)
+    monkeypatch.setitem(search_evidence.SETTINGS, True, TINY)
     trained = []
     real_train = evidence_tools.train_from_scratch
     monkeypatch.setattr(search_evidence, "train_from_scratch",
@@ -134,3 +158,30 @@ def test_shared_images_count_full_passes_and_capped_epochs():
     assert evidence_tools.shared_images(engine(0)) == 2 * 6 * 16  # full passes, last partial batch dropped
     assert evidence_tools.shared_images(engine(3)) == 2 * 3 * 16
     assert evidence_tools.shared_images(engine(10)) == 2 * 6 * 16  # capped by the data, as the engine does
+
+
+@pytest.mark.slow
+def test_tiny_cifar10_run_draws_fig1_from_two_enas_searches(tmp_path, monkeypatch):
+    from data_tools.cifar_demo import make_demo_cifar
+
+    cifar = tmp_path / "cifar"
+    make_demo_cifar(cifar, train_per_class=12, test_per_class=4, seed=0)
+    monkeypatch.setitem(search_evidence.SETTINGS, True, {**TINY, "search": {**TINY["search"], "epochs": 3}})
+    searches = []
+    real_search = evidence_tools.run_search
+    monkeypatch.setattr(search_evidence, "run_search",
+                        lambda cfg, *a, **k: searches.append((cfg.space, cfg.skip_weight)) or real_search(cfg, *a, **k))
+    out = tmp_path / "evidence.md"
+    assert search_evidence.main(["--quick", "--data", str(cifar), "--task", "cifar10", "--out", str(out)]) == 0
+    assert sorted(s for s in searches if s[0] == "enas") == [("enas", 0.0), ("enas", 0.8)]  # penalty-on one reused
+    assert (tmp_path / search_evidence.FIG1_NAME).stat().st_size > 0
+    text = out.read_text()
+    assert "| cifar10 | ENAS, searchable skips | 1 |" in text
+    head = "| " + " | ".join(search_evidence.FIG1_COLUMNS) + " |"
+    lines = text[text.index(head):].split("\n")[2:]
+    rows = [line.split(" | ") for line in lines[:lines.index("")]]
+    assert [row[1:3] for row in rows] == [["1", "PreTrain"], ["2", "search"], ["3", "search"]]
+    for row in rows:
+        for kl in (float(row[4]), float(row[6].rstrip(" |"))):
+            assert 0 <= kl <= math.log(2)
+        assert 0 < float(row[3]) < 1 and 0 < float(row[5]) < 1
