@@ -53,15 +53,17 @@ def plot_fig1(run_dirs: Sequence[str | Path], out: str | Path, out_csv: str | Pa
     import matplotlib.pyplot as plt
 
     runs = [read_run(path) for path in run_dirs]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
     for ax, (key, title) in zip(axes, PANELS):
         for rows in runs:
             ax.plot([r["epoch"] for r in rows], [r[key] for r in rows], marker=".", label=label(rows))
         ax.set_title(title)
         ax.set_xlabel("epoch")
-        ax.legend(fontsize="small")
     axes[1].axhline(0.5, color="0.6", linestyle=":")
-    fig.tight_layout()
+    # one legend under both panels: the run labels are long and would cover the curves
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize="small", frameon=False)
+    fig.tight_layout(rect=(0, 0.06 + 0.05 * len(runs), 1, 1))
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
