@@ -106,12 +106,12 @@ def _save(fig, path: Path) -> None:
 
 
 def format_final_table(arch_table: str, summary: dict) -> str:
-    """The search space's table of the derived architecture, then its proxy-val reward next to the
+    """The search space's table of the derived architecture, then its val-split reward next to the
     greedy, baseline and random ones."""
     lines = [arch_table, ""]
     for label, key in (("refined architecture", "reward"), ("greedy architecture", "greedy_reward"),
                        ("baseline (all conv3x3)", "baseline_reward"),
                        (f"mean of {summary.get('random_count', 0)} random", "random_mean_reward")):
         if summary.get(key) is not None:
-            lines.append(f"proxy-val reward, {label:<24} {summary[key]:.4f}")
+            lines.append(f"val reward, {label:<24} {summary[key]:.4f}")
     return "\n".join(lines)
