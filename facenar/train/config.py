@@ -158,6 +158,11 @@ class TrainConfig(RunConfig):
         settings = super().preset_settings()
         return {k: v for k, v in settings.items() if k not in ARCH_KEYS} if self.arch_file else settings
 
+    def differences(self, reference: str = "paper") -> dict:
+        """With --arch the network comes from the file (named by arch_file), not from backbone/width/..."""
+        diff = super().differences(reference)
+        return {k: v for k, v in diff.items() if k not in ARCH_KEYS} if self.arch_file else diff
+
     def make_margin(self) -> MarginSoftmax:
         return MarginSoftmax(self.margin, self.scale, *self.margins)
 
