@@ -45,3 +45,12 @@ def tiny_proxy(tiny_demo, tmp_path_factory) -> Path:
 def _isolated_home(tmp_path_factory, monkeypatch):
     """Keep tests from reading or filling the user's ~/.cache/facenar."""
     monkeypatch.setenv("FACENAR_HOME", str(tmp_path_factory.getbasetemp() / "facenar_home"))
+
+
+@pytest.fixture()
+def user_folder(tmp_path):
+    """A folder the user made (no facenar marker): no --force may ever delete it."""
+    folder = tmp_path / "mine"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("years of work")
+    return folder

@@ -38,14 +38,6 @@ def one_line_exit(main, argv, capsys) -> tuple[int, str]:
     return info.value.code, last
 
 
-@pytest.fixture()
-def user_folder(tmp_path):
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("years of work")
-    return folder
-
-
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory):
     """A tiny facenar model file inside its own run folder (RUN/best.pt)."""

@@ -29,14 +29,6 @@ def one_line_exit(main, argv, capsys) -> tuple[int, str]:
     return info.value.code, err
 
 
-@pytest.fixture()
-def user_folder(tmp_path):
-    folder = tmp_path / "mine"
-    folder.mkdir()
-    (folder / "keep.txt").write_text("years of work")
-    return folder
-
-
 # -- 1: the SGDR hang --------------------------------------------------------------------------------
 def _finishes(function, *args, timeout: float = 10.0):
     """Run function(*args) in a daemon thread: its result or exception, or fail if it has not returned."""

@@ -59,6 +59,15 @@ def num_slots(backbone: str, granularity: str = "block") -> int:
     return sum(BACKBONES[backbone]) * GRANULARITIES[granularity]
 
 
+def check_json_object(data, fields, what: str) -> None:
+    """A hand-edited file: an object holding only known fields (a typo must not be silently ignored)."""
+    if not isinstance(data, dict):
+        raise UserError(f"an {what} must be a JSON object")
+    extra = sorted(set(data) - set(fields))
+    if extra:
+        raise UserError(f"unknown {what} field(s) {extra}; allowed: {', '.join(fields)}")
+
+
 @dataclass
 class Arch:
     """One point of the search space: `codes[i]` indexes `candidates` for slot i."""
@@ -146,11 +155,7 @@ class Arch:
     @classmethod
     def from_dict(cls, data: dict) -> "Arch":
         """Parse a dict from JSON or a checkpoint; `ops` alone, `codes` alone, or both (must agree)."""
-        if not isinstance(data, dict):
-            raise UserError("an architecture must be a JSON object")
-        extra = sorted(set(data) - set(FIELDS))
-        if extra:
-            raise UserError(f"unknown architecture field(s) {extra}; allowed: {', '.join(FIELDS)}")
+        check_json_object(data, FIELDS, "architecture")
         if "backbone" not in data:
             raise UserError("architecture has no 'backbone'")
         candidates = data.get("candidates", list(PAPER_OPS))

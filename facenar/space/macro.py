@@ -25,7 +25,7 @@ from torch import nn
 
 from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, read_json
-from facenar.space.arch import dumps
+from facenar.space.arch import check_json_object, dumps
 from facenar.space.cost import count_macs, count_params
 
 # ENAS's branch order (general_child: conv3, sep3, conv5, sep5, avg, max); codes index this.
@@ -191,11 +191,7 @@ class MacroArch:
     @classmethod
     def from_dict(cls, data: dict) -> "MacroArch":
         """Parse JSON: `ops` and `skips` are the architecture; `codes`, if present, must agree."""
-        if not isinstance(data, dict):
-            raise UserError("a macro architecture must be a JSON object")
-        extra = sorted(set(data) - set(FIELDS))
-        if extra:
-            raise UserError(f"unknown macro architecture field(s) {extra}; allowed: {', '.join(FIELDS)}")
+        check_json_object(data, FIELDS, "macro architecture")
         if data.get("space", SPACE) != SPACE:
             raise UserError(f"'space' must be {SPACE!r}, got {data['space']!r}")
         missing = [k for k in ("ops", "skips") if k not in data]
