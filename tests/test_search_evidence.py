@@ -120,11 +120,11 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path):
 TINY = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
                         controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
             spaces=dict(enas=dict(layers=3, channels=8)), fig1={}, k=5, pool=12, random_ws_samples=2, seeds=(0,),
-            budget=Budget(steps=2, batch_size=16))
+            budget=dict(face=Budget(steps=2, batch_size=16), cifar10=Budget(steps=2, batch_size=16)))
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
+def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch, capsys):
     from data_tools.proxy import build_proxy
 
     proxy = tmp_path / "proxy"
@@ -146,6 +146,9 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch):
     assert (tmp_path / search_evidence.PLOT_NAME).stat().st_size > 0
     assert len(trained) == len(set(trained))  # every architecture trained once, shared between both parts
     assert search_evidence._earlier_report(out)  # a rerun may replace it without --force
+    log = capsys.readouterr().err.splitlines()  # one progress line per search and per stand-alone training
+    assert sum(line.startswith("search_evidence: search") for line in log) >= 3  # PreTrain, none, random-WS
+    assert sum(line.startswith("search_evidence: stand-alone") for line in log) == len(trained)
 
 
 def test_shared_images_count_full_passes_and_capped_epochs():
@@ -185,3 +188,22 @@ def test_tiny_cifar10_run_draws_fig1_from_two_enas_searches(tmp_path, monkeypatc
         for kl in (float(row[4]), float(row[6].rstrip(" |"))):
             assert 0 <= kl <= math.log(2)
         assert 0 < float(row[3]) < 1 and 0 < float(row[5]) < 1
+
+
+def test_reading_states_chance_significance_and_seed_spread():
+    per_arch = [{"task": "cifar10", "standalone_top1": v} for v in (0.7, 0.95)]
+    fidelity = [{"task": "cifar10", "search": "with PreTrain", "kendall_tau": 0.6, "kendall_p": 0.01},
+                {"task": "cifar10", "search": "no PreTrain", "kendall_tau": 0.1, "kendall_p": 0.7}]
+    methods = [{"task": "cifar10", "method": "A", "standalone_top1": 0.80, "sd": 0.05},
+               {"task": "cifar10", "method": "B", "standalone_top1": 0.90, "sd": 0.02},
+               {"task": "cifar10", "method": "C", "seeds": "not run: needs --space enas"}]
+    text = search_evidence.reading(fidelity, methods, per_arch, {"cifar10": 10})
+    assert text.startswith("cifar10: stand-alone top-1 0.700-0.950 (chance 0.100)")
+    assert "with PreTrain: tau 0.60 (p 0.01, significant)" in text
+    assert "no PreTrain: tau 0.10 (p 0.70, not told apart from no agreement)" in text
+    assert "best method B leads A by 0.100, more than one seed sd (0.050)" in text
+    methods[0]["standalone_top1"] = 0.87
+    assert "leads A by 0.030, within one seed sd (0.050)" in search_evidence.reading(fidelity, methods, per_arch,
+                                                                                     {"cifar10": 10})
+    one_seed = [{k: v for k, v in row.items() if k != "sd"} for row in methods]
+    assert "one seed: no spread" in search_evidence.reading(fidelity, one_seed, per_arch, {"cifar10": 10})
