@@ -45,6 +45,7 @@ FIG1_NAME = "search_evidence_fig1.png"  # next to the scatter plot
 FIG1_TASK = "cifar10"  # the paper's Fig. 1 setting: ENAS's macro space on CIFAR-10
 FIG1_COLUMNS = ["task", "epoch", "phase", "skip_prob (penalty on)", "KL (penalty on)", "skip_prob (penalty off)",
                 "KL (penalty off)"]
+FULL_REPORTS = "benchmarks/evidence/face/search_evidence.md, benchmarks/evidence/cifar10/search_evidence.md"
 POOL_SEED = 1234  # the random architectures (same for both searches of part 1)
 SETTINGS = {
     # a few minutes on 2 idle cores: tiny searches and budgets, a smoke test of the method, not evidence
@@ -353,7 +354,8 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
         notes.append(f"quick mode: a smoke test of the method, not evidence. Full mode (demo-preset searches, "
                      f"K = {SETTINGS[False]['k']}, {len(SETTINGS[False]['seeds'])} seeds) estimated from this run's "
                      f"seconds per image at {evidence.full_mode_estimate(SETTINGS[False], tasks) / 60:.0f} min for "
-                     f"{', '.join(tasks)} on this machine (rough: search overheads scale differently)")
+                     f"{', '.join(tasks)} on this machine (rough: search overheads scale differently). The full "
+                     f"mode's reports, which the README quotes: {FULL_REPORTS}")
     notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
                                                                             machine_info().items()))
     section.notes.extend(notes)

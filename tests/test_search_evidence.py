@@ -1,5 +1,6 @@
 """benchmarks.search_evidence: ranking statistics, MAC-spread selection, the report, and a tiny real run."""
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,9 @@ def test_reading_states_chance_significance_and_seed_spread():
                                                                                      {"cifar10": 10})
     one_seed = [{k: v for k, v in row.items() if k != "sd"} for row in methods]
     assert "one seed: no spread" in search_evidence.reading(fidelity, one_seed, per_arch, {"cifar10": 10})
+
+
+def test_full_mode_reports_named_in_quick_notes_exist():
+    repo = Path(search_evidence.__file__).resolve().parent.parent
+    for report in search_evidence.FULL_REPORTS.split(", "):
+        assert (repo / report).read_text().startswith(f"## {search_evidence.TITLE}\n")
