@@ -78,8 +78,10 @@ def worker_message(text: str) -> str | None:
 
 
 def _fail(message: str, code: int) -> None:
-    # a non-UTF-8 path arrives as surrogate escapes, which no stream can encode: show them as \udcXX
-    print(f"error: {message}".encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
+    # one line whatever the message quotes (tarfile's errors list every method on its own line); a
+    # non-UTF-8 path arrives as surrogate escapes, which no stream can encode: show them as \udcXX
+    line = re.sub(r"\s*\n\s*", " ", message.strip())
+    print(f"error: {line}".encode("utf-8", "backslashreplace").decode("utf-8"), file=sys.stderr)
     sys.exit(code)
 
 

@@ -101,6 +101,23 @@ def test_error_boundary_turns_os_errors_into_one_line(error, code, text, capsys)
     assert got_code == code and text in err and err.count("\n") == 1 and "Traceback" not in err
 
 
+def test_a_message_quoting_a_multi_line_error_still_prints_one_line(tmp_path, capsys):
+    import tarfile
+
+    junk = tmp_path / "cifar-10-python.tar.gz"
+    junk.write_bytes(bytes(range(256)) * 12)
+    with pytest.raises(tarfile.TarError) as raw:  # tarfile lists every method it tried, one per line
+        tarfile.open(junk, "r:*")
+    assert "\n" in str(raw.value)
+
+    def main(argv):
+        raise UserError(f"{junk} is not a CIFAR tar.gz ({raw.value});  download it again")
+
+    code, err = _exit(main, capsys)
+    assert code == 2 and err.count("\n") == 1 and err.startswith(f"error: {junk} is not a CIFAR tar.gz (")
+    assert "method tar" in err and ";  download" in err  # folded at line breaks only
+
+
 def test_other_runtime_errors_are_bugs_and_keep_their_traceback():
     with pytest.raises(RuntimeError, match="a bug"):
         run_cli(lambda argv: (_ for _ in ()).throw(RuntimeError("a bug")), [])
