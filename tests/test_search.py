@@ -30,7 +30,8 @@ def full_run(tiny_proxy, tmp_path_factory):
     return out
 
 
-def _arch_without_run_dir(run):
+def arch_without_run_dir(run):
+    """A search's arch.json less the one field two runs of the same search legitimately differ in."""
     data = json.loads((run / "arch.json").read_text())
     data["provenance"]["search"].pop("run_dir")
     return data
@@ -70,7 +71,7 @@ def test_resume_after_stop_equals_uninterrupted(full_run, tiny_proxy, tmp_path):
     with open(run / "search.csv", "a") as handle:
         handle.write("2,search,0.1,9,0,0,0,0,0,0,1,0-0-0-0-0-0-0-0\n")
     main(["--resume", str(run)])  # every other option comes from the stored config
-    assert _arch_without_run_dir(run) == _arch_without_run_dir(full_run)
+    assert arch_without_run_dir(run) == arch_without_run_dir(full_run)
     for name in ("search.csv", "search_ops.csv"):
         assert (run / name).read_text() == (full_run / name).read_text()
 
@@ -186,7 +187,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(full_run, tiny_proxy, 
     proc.wait()
     assert proc.returncode == -signal.SIGKILL and not (run / "arch.json").exists()
     main(["--resume", str(run)])
-    assert _arch_without_run_dir(run) == _arch_without_run_dir(full_run)
+    assert arch_without_run_dir(run) == arch_without_run_dir(full_run)
     for name in ("search.csv", "search_ops.csv"):
         assert (run / name).read_text() == (full_run / name).read_text()
 

@@ -11,6 +11,7 @@ import torch
 from data_tools.cli import UserError
 from facenar.search.cli import main
 from facenar.space.macro import MACRO_OPS, MacroArch
+from tests.test_search import arch_without_run_dir
 
 SHARED = ["--input-size", "16", "--epochs", "3", "--pretrain-epochs", "1", "--t0", "1", "--batch-size", "16",
           "--steps-per-epoch", "3", "--controller-steps", "2", "--controller-samples", "3", "--val-batch", "24",
@@ -28,12 +29,6 @@ def enas_run(tiny_proxy, tmp_path_factory):
 def _rows(path):
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
-
-
-def _arch_without_run_dir(run):
-    data = json.loads((run / "arch.json").read_text())
-    data["provenance"]["search"].pop("run_dir")
-    return data
 
 
 def test_enas_search_writes_macro_arch_and_skip_record(enas_run):
@@ -90,7 +85,7 @@ def test_resume_after_stop_equals_uninterrupted(enas_run, tiny_proxy, tmp_path):
     main([*TINY, "--data", str(tiny_proxy), "--out", str(run), "--stop-after-epochs", "2"])
     assert not (run / "arch.json").exists() and len(_rows(run / "search.csv")) == 2
     main(["--resume", str(run)])
-    assert _arch_without_run_dir(run) == _arch_without_run_dir(enas_run)
+    assert arch_without_run_dir(run) == arch_without_run_dir(enas_run)
     for name in ("search.csv", "search_ops.csv"):
         assert (run / name).read_text() == (enas_run / name).read_text()
 
