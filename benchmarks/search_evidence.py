@@ -210,9 +210,10 @@ class Evidence:
             accs.append(self.standalone(engine, arch))
             costs.append(arch_cost(arch))
             images = shared_images(engine)
+        sd = statistics.stdev(accs) if len(accs) > 1 else None  # also read by reading(), not a column
         return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
-                "spread": f"sd {statistics.stdev(accs):.4f}, {min(accs):.4f}-{max(accs):.4f}" if len(accs) > 1
-                else "1 seed", **({"sd": statistics.stdev(accs)} if len(accs) > 1 else {}), "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
+                "spread": "1 seed" if sd is None else f"sd {sd:.4f}, {min(accs):.4f}-{max(accs):.4f}", "sd": sd,
+                "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
                 "MMACs": round(statistics.mean(c[1] for c in costs) / 1e6, 2), "shared_train_images": images}
 
     def full_mode_estimate(self, full: dict, tasks: Sequence[str]) -> float:
@@ -248,13 +249,14 @@ def reading(fidelity: list[dict], methods: list[dict], per_arch: list[dict], cla
                 line += f"; {row['search']}: tau {row['kendall_tau']:.2f} (p {row['kendall_p']:.2f}, {verdict})"
         ranked = sorted((row for row in methods if row["task"] == task and "standalone_top1" in row),
                         key=lambda row: -row["standalone_top1"])
-        if len(ranked) > 1 and "sd" in ranked[0] and "sd" in ranked[1]:
-            gap, noise = ranked[0]["standalone_top1"] - ranked[1]["standalone_top1"], max(ranked[0]["sd"],
-                                                                                       ranked[1]["sd"])
-            line += (f"; best method {ranked[0]['method']} leads {ranked[1]['method']} by {gap:.3f}, "
-                     f"{'more than' if gap > noise else 'within'} one seed sd ({noise:.3f})")
-        elif len(ranked) > 1:
-            line += "; one seed: no spread to compare the methods against"
+        if len(ranked) > 1:
+            best, second = ranked[:2]
+            if best["sd"] is None or second["sd"] is None:
+                line += "; one seed: no spread to compare the methods against"
+            else:
+                gap, noise = best["standalone_top1"] - second["standalone_top1"], max(best["sd"], second["sd"])
+                line += (f"; best method {best['method']} leads {second['method']} by {gap:.3f}, "
+                         f"{'more than' if gap > noise else 'within'} one seed sd ({noise:.3f})")
         lines.append(line)
     return "; ".join(lines) if lines else "no task ran"
 

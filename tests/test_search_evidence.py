@@ -206,7 +206,7 @@ def test_reading_states_chance_significance_and_seed_spread():
     methods[0]["standalone_top1"] = 0.87
     assert "leads A by 0.030, within one seed sd (0.050)" in search_evidence.reading(fidelity, methods, per_arch,
                                                                                      {"cifar10": 10})
-    one_seed = [{k: v for k, v in row.items() if k != "sd"} for row in methods]
+    one_seed = [{**row, "sd": None} for row in methods]
     assert "one seed: no spread" in search_evidence.reading(fidelity, one_seed, per_arch, {"cifar10": 10})
 
 
