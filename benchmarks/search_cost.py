@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from benchmarks.networks import inference_closure, train_step_closure
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 
 COLUMNS = ["measure", "setting", "images", "median_s", "spread", "ms_per_image", "hours"]
 # The paper's proxy task (section 4.1.1); the search schedule comes from facenar's paper defaults.

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.cli import UserError
-from data_tools.safe_pickle import ForbiddenGlobal, restricted_loads
+from facenar_runtime.errors import UserError
+from facenar_runtime.safe_pickle import ForbiddenGlobal, restricted_loads
 
 FOLDER = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"

@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.outputs import check_outputs
 from data_tools.cifar import FOLDER, META, TEST_BATCH, TRAIN_BATCHES
 from data_tools.cifar_pickle import dumps_py2
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from data_tools.demo_cache import MARKER, ensure_generated
-from data_tools.paths import facenar_home
+from facenar_runtime.paths import facenar_home
 
 GENERATOR_VERSION = 1
 CLASSES = ("disc", "ring", "square", "triangle", "plus", "star", "hbars", "vbars", "crescent", "dots")

@@ -11,7 +11,7 @@ import time
 from typing import Sequence
 
 from data_tools.cifar_demo import DEFAULTS, make_demo_cifar
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -16,8 +16,8 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.space.networks import build_child
 from facenar.dist import DistContext

@@ -6,7 +6,7 @@ instead (old key names mapped through OLD_NAMES, missing keys taking today's def
 the keys in RESUMABLE may then differ from it. Presets are data: one table per pipeline, next to
 its config, with "paper" = the dataclass defaults.
 
-Every numeric setting has its range declared once, in RANGES (data_tools.cli `number(...)` types):
+Every numeric setting has its range declared once, in RANGES (facenar_runtime.cli `number(...)` types):
 the command line parses with it, and validate() applies the same range to values that came from a
 preset or a stored config.json, so nothing unchecked reaches the work.
 """
@@ -18,7 +18,7 @@ import types
 import typing
 from typing import Callable, ClassVar
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 
 class RunConfig:

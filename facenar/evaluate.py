@@ -13,9 +13,10 @@ from typing import Sequence
 
 from torch import nn
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, number, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 from facenar.checkpoint import load_model
 from facenar.dist import resolve_device
 from facenar.tasks import get_task

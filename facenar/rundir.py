@@ -15,10 +15,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.cli import UserError, read_json
-from data_tools.outputs import MARKER, check_outputs
-from data_tools.textinput import read_text
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
+from facenar_runtime.outputs import MARKER, check_outputs
+from facenar_runtime.textinput import read_text
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"

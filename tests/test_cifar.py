@@ -12,8 +12,8 @@ import torch
 from data_tools.cifar import META, TEST_BATCH, TRAIN_BATCHES, holdout_split, load_cifar10
 from data_tools.cifar_demo import CLASSES, ensure_demo_cifar, make_demo_cifar
 from data_tools.cifar_pickle import dumps_py2
-from data_tools.cli import UserError
-from data_tools.safe_pickle import ForbiddenGlobal, restricted_loads
+from facenar_runtime.errors import UserError
+from facenar_runtime.safe_pickle import ForbiddenGlobal, restricted_loads
 
 NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 
@@ -230,7 +230,7 @@ def test_ensure_demo_cifar_generates_once(monkeypatch, capsys):
 
 
 def test_make_demo_cifar_cli_refuses_existing_output(tmp_path, capsys):
-    from data_tools.cli import run_cli
+    from facenar_runtime.cli import run_cli
     from data_tools.make_demo_cifar import main
 
     with pytest.raises(SystemExit) as exit_info:
@@ -287,5 +287,5 @@ def test_data_modules_import_without_torch():
     import sys
 
     code = ("import sys, data_tools.cifar, data_tools.cifar_demo, data_tools.cifar_pickle, data_tools.imagefolder, "
-            "data_tools.safe_pickle, data_tools.make_demo_cifar; assert 'torch' not in sys.modules")
+            "facenar_runtime.safe_pickle, data_tools.make_demo_cifar; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

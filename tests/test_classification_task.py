@@ -151,7 +151,7 @@ def test_train_imagenet_folder_one_epoch(tiny_folder, tmp_path, capsys):
 
 
 def test_evaluate_refuses_face_checkpoints(tiny_demo, tmp_path):
-    from data_tools.cli import UserError
+    from facenar_runtime.errors import UserError
 
     run = tmp_path / "face"
     assert train(["--data", str(tiny_demo), "--out", str(run), "--backbone", "iresnet18", "--width", "0.0625",

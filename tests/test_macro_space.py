@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.cost import count_params
 from facenar.space.macro import (MACRO_OPS, MacroArch, MacroChild, MacroSupernet, child_from_supernet, join_codes,
                                  macro_cost, needed_reductions, num_codes, pool_layers, random_codes,

@@ -7,9 +7,10 @@ import importlib
 
 import pytest
 
-from data_tools.cli import (EnvironmentFault, UserError, number, probability, read_json, run_cli,
-                            unchecked_numeric_options, worker_message)
-from data_tools.textinput import read_text
+from facenar_runtime.cli import number, probability, run_cli, unchecked_numeric_options
+from facenar_runtime.errors import EnvironmentFault, UserError, worker_message
+from facenar_runtime.textinput import read_json
+from facenar_runtime.textinput import read_text
 
 # Every command line of the project; phase 2 adds the facenar commands (search, train, verify, export, arch ...).
 CLI_MODULES = [
@@ -172,7 +173,7 @@ def test_text_limits(tmp_path, content, limits, message):
 
 
 def test_long_line_split_across_chunks_is_still_caught(tmp_path, monkeypatch):
-    monkeypatch.setattr("data_tools.textinput._CHUNK", 16)
+    monkeypatch.setattr("facenar_runtime.textinput._CHUNK", 16)
     path = tmp_path / "in.txt"
     path.write_bytes(b"short\n" + b"c" * 50)
     with pytest.raises(UserError, match="line longer than 40 bytes"):

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from data_tools.emore import write_emore, write_property
-from data_tools.outputs import MARKER
+from facenar_runtime.outputs import MARKER
 from facenar import arch as arch_cli
 from facenar import export
 from facenar.checkpoint import load_checkpoint, save_model

@@ -11,7 +11,8 @@ import pytest
 from benchmarks import run as bench_run
 from data_tools import align, img2rec, make_bin, make_demo, proxy, rec2img
 from data_tools.binfile import load_bin, save_bin
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from data_tools.emore import read_property, write_emore
 from data_tools.recordio import RecordReader
 from facenar import prepare_proxy

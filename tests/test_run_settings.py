@@ -10,7 +10,8 @@ import threading
 import pytest
 import torch
 
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from facenar.checkpoint import load_checkpoint, load_model, save_model
 from facenar.config import format_differences
 from facenar.search import config as search_config

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.search.cli import main
 from facenar.space.macro import MACRO_OPS, MacroArch
 from tests.test_search import arch_without_run_dir

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.checkpoint import load_checkpoint
 from facenar.train.cli import main
 from facenar.data import EpochSampler, SeededSamples

@@ -10,7 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.cli import UserError, number
+from facenar_runtime.cli import number
+from facenar_runtime.errors import UserError
 from facenar.config import HELP_EPILOG, help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops

@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.cli import UserError, number, probability
+from facenar_runtime.cli import number, probability
+from facenar_runtime.errors import UserError
 from facenar.config import RunConfig, preset_key, task_presets
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES

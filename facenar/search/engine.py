@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Sequence
 from pathlib import Path
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, read_json
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 from facenar.space.ops import OPS, PAPER_OPS
 
 # Blocks per stage: IR blocks (insightface iresnet) or BasicBlocks (He et al.'s ResNet, torchvision);

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, read_json
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 from facenar.space.arch import check_json_object, dumps
-from facenar.space.cost import count_macs, count_params
+from facenar.space.counting import count_macs, count_params
 
 # ENAS's branch order (general_child: conv3, sep3, conv5, sep5, avg, max); codes index this.
 MACRO_OPS = ("conv3x3", "sepconv3x3", "conv5x5", "sepconv5x5", "avgpool3x3", "maxpool3x3")

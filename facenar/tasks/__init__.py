@@ -39,7 +39,7 @@ from collections.abc import Iterable
 
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 TASKS = ("face", "cifar10", "imagenet")
 

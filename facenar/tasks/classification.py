@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.data import epoch_loader, make_loader, random_batch
 from facenar.dist import all_reduce_mean, barrier
 from facenar.tasks import Task

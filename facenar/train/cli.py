@@ -10,7 +10,7 @@ import argparse
 import os
 from typing import Sequence
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.rundir import read_run_config
 from facenar.config import HELP_EPILOG, help_default
 from facenar.tasks import TASKS

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_tools.cli import UserError, number
+from facenar_runtime.cli import number
+from facenar_runtime.errors import UserError
 from facenar.config import RunConfig, preset_key, task_presets
 from facenar.space.arch import Arch
 from facenar.tasks import check_task_options

@@ -17,7 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.space.networks import build_child
 from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, restoring, save_model, seed_everything
 from facenar.config import format_differences
