@@ -20,7 +20,9 @@ FLOORS = [
     {"verify"},
     {"tasks"},
     {"search", "train"},
-    {"arch", "export", "prepare_proxy", "evaluate", "commands", "modules", "__main__"},
+    {"arch", "export", "prepare_proxy", "evaluate", "modules"},
+    {"commands"},
+    {"__main__"},
 ]
 FLOOR = {unit: level for level, units in enumerate(FLOORS) for unit in units}
 
