@@ -21,6 +21,9 @@ from typing import Callable, ClassVar
 from facenar_runtime.errors import UserError
 
 
+DEFAULT_TASK = "face"  # a config without `task` (every run written before tasks existed) is a face run
+
+
 class RunConfig:
     """Mixin for the config dataclasses: resolve, validate (returns self), diff against a preset."""
 
@@ -106,7 +109,7 @@ class RunConfig:
 
     def differences(self, reference: str = "paper") -> dict:
         """Settings that differ from a preset of the run's task (for the run log)."""
-        base = type(self)(**type(self).PRESETS[preset_key(getattr(self, "task", "face"), reference)]).to_dict()
+        base = type(self)(**type(self).PRESETS[preset_key(getattr(self, "task", DEFAULT_TASK), reference)]).to_dict()
         return {k: v for k, v in self.to_dict().items() if base.get(k) != v and k not in ("preset", "data")}
 
     def preset_settings(self) -> dict:
@@ -123,14 +126,8 @@ def _shown(value) -> str:
 
 
 def preset_key(task: str, name: str) -> str:
-    """The PRESETS entry of a task's preset: the face task's are "paper"/"demo", others' "<task>-<name>"."""
-    return name if task == "face" or name.startswith(f"{task}-") else f"{task}-{name}"
-
-
-def task_presets(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """{task: {name: settings}} -> PRESETS entries "<task>-<name>" that also set the task."""
-    return {preset_key(task, name): {"task": task, **values} for task, table in tables.items()
-            for name, values in table.items()}
+    """The PRESETS entry of a task's preset: the default task's are "paper"/"demo", others' "<task>-<name>"."""
+    return name if task == DEFAULT_TASK or name.startswith(f"{task}-") else f"{task}-{name}"
 
 
 def _matches(value, hint) -> bool:

@@ -106,11 +106,12 @@ def test_search_imagenet_folder_holds_out_a_tenth_of_train(tiny_folder, tmp_path
 
 
 def test_task_presets_are_data_and_demo_is_the_default_without_data():
-    from facenar.search.config import TASK_PRESETS as SEARCH_PRESETS
-    from facenar.train.config import TASK_PRESETS as TRAIN_PRESETS, resolve_config
+    from facenar.tasks.base import TASKS
+    from facenar.train.config import resolve_config
 
-    for table in (SEARCH_PRESETS, TRAIN_PRESETS):
-        assert {p["backbone"] for task in table.values() for p in task.values()} == {"resnet18"}
+    for pipeline in ("search", "train"):
+        tables = [getattr(TASKS.get(name), f"{pipeline}_presets") for name in TASKS if name != "face"]
+        assert {p["backbone"] for table in tables for p in table.values()} == {"resnet18"}
     demo = resolve_config({"task": "cifar10", "backbone": BACKBONE})
     assert (demo.task, demo.epochs, demo.width, demo.input_size, demo.grad_clip) == ("cifar10", 3, 0.25, 32, 0.0)
     paper = resolve_config({"task": "imagenet", "data": "x", "backbone": BACKBONE})

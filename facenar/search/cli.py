@@ -15,7 +15,7 @@ from facenar_runtime.errors import UserError
 from facenar.config import HELP_EPILOG, help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
-from facenar.tasks import TASKS
+from facenar.tasks.base import TASKS, task_help
 
 # where a run goes, not what it computes (never stored in config.json)
 RUN_OPTIONS = ("out", "resume", "force", "stop_after_epochs")
@@ -47,10 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         kw.setdefault("type", SearchConfig.RANGES.get(name))  # a numeric option's range, declared once
         group.add_argument(flag, *aliases, dest=name, help=help_default(SearchConfig, name, text), **kw)
 
-    add(p, "--task", "face: proxy split of a face dataset; cifar10: CIFAR-10 python batches; imagenet: an "
-                     "ImageFolder tree (train/, val/)", choices=TASKS)
-    add(p, "--data", "proxy split folder (python -m facenar.prepare_proxy); --task cifar10: cifar-10-python.tar.gz "
-                     "or cifar-10-batches-py/; --task imagenet: the ImageFolder root; default: the task's demo data")
+    add(p, "--task", task_help(), choices=TASKS.names())
+    add(p, "--data", f"{task_help('search_data_help')}; default: the task's demo data")
     p.add_argument("--preset", choices=sorted(PRESETS), help="base settings (default: demo without --data, else "
                                                               "paper; with --task T, T's demo/paper)")
     space = p.add_argument_group("search space")

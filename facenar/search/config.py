@@ -10,43 +10,14 @@ from pathlib import Path
 
 from facenar_runtime.cli import number, probability
 from facenar_runtime.errors import UserError
-from facenar.config import RunConfig, preset_key, task_presets
+from facenar.config import DEFAULT_TASK, RunConfig, preset_key
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
-from facenar.space.ops import OPS, PAPER_OPS
-from facenar.tasks import check_task_options, get_task
+from facenar.space.ops import PAPER_OPS, space_ops
+from facenar.tasks.base import check_task_options, get_task, task_presets
 
-# Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
-# A net this small does not learn 200 identities with ArcFace s=64, m=0.5 in 360 steps (measured:
-# train accuracy ~1%), hence s=16, m=0.1; with only 60 controller steps, Adam's lr is raised to 5e-3
-# so the policy visibly moves (entropy 11.1 -> 8.4 nats instead of 11.0).
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
-                 pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, scale=16.0,
-                 m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
-                 derive_samples=20, random_samples=20),
-}
-# Classification presets (--task cifar10 / imagenet; "paper" = the face defaults where this table is silent).
-# cifar10 demo: a width-0.25 ResNet-18 on the demo CIFAR; from the measured 16.8 ms/image training and 5.7 ms/image
-# scoring (1 thread, load 8): 7,680 training + ~16,000 scored + ~11,000 derivation images, about 5 minutes.
-TASK_PRESETS: dict[str, dict[str, dict]] = {
-    "cifar10": {
-        "paper": dict(backbone="resnet18", width=1.0, input_size=32, embedding_size=512),
-        "demo": dict(backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=4, pretrain_epochs=1,
-                     t0=4, t_mult=1, batch_size=64, steps_per_epoch=30, controller_steps=10, controller_samples=8,
-                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10),
-    },
-    "imagenet": {
-        "paper": dict(backbone="resnet18", width=1.0, input_size=224, embedding_size=512),
-        "demo": dict(backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2, pretrain_epochs=1,
-                     t0=2, t_mult=1, batch_size=16, controller_steps=3, controller_samples=4, controller_lr=5e-3,
-                     val_batch=20, derive_samples=4, random_samples=4),
-    },
-}
-PRESETS.update(task_presets(TASK_PRESETS))
-# options only the face task reads (config key -> flag), refused with another --task
-FACE_ONLY = {"scale": "--scale", "m2": "--margin-m2", "augment": "--augment"}
+# every task's search presets: the face task's "paper" / "demo", others' "<task>-paper" / "<task>-demo"
+PRESETS: dict[str, dict] = task_presets("search")
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
 SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
 _COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
@@ -83,7 +54,7 @@ class SearchConfig(RunConfig):
     OLD_NAMES = {"lr_max": "lr", "margin_s": "scale", "margin_m": "m2"}
     RANGES, SOURCES, FLAGS = RANGES, SOURCES, {"m2": "--margin-m2"}
 
-    task: str = "face"
+    task: str = DEFAULT_TASK
     data: str = ""
     backbone: str = "iresnet50"
     width: float = 1.0
@@ -133,9 +104,9 @@ class SearchConfig(RunConfig):
 
     def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
-        unknown = [name for name in self.ops if name not in OPS]
+        unknown = [name for name in self.ops if name not in space_ops("nar")]
         if unknown:
-            raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
+            raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(space_ops('nar'))}")
         if len(self.ops) < 2 or len(set(self.ops)) != len(self.ops):
             raise UserError(f"--ops needs at least two distinct operators, got {','.join(self.ops)}")
         if self.backbone not in BACKBONES or self.granularity not in GRANULARITIES:
@@ -196,10 +167,11 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         from facenar.rundir import read_run_config
 
         stored = read_run_config(resume)
-        check_task_options(explicit.get("task") or stored.get("task", "face"), explicit, FACE_ONLY)
+        check_task_options(explicit.get("task") or stored.get("task", DEFAULT_TASK), explicit, "search",
+                           SearchConfig.flag)
         return check_space_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
-    task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", "face")
-    check_task_options(task, explicit, FACE_ONLY)
+    task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", DEFAULT_TASK)
+    check_task_options(task, explicit, "search", SearchConfig.flag)
     if not preset and not explicit.get("data"):
         given = [SearchConfig.flag(k) for k in SPACE_KEYS if k in explicit]
         if given:
@@ -208,12 +180,8 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
                             f"space ({demo}); choose the preset explicitly: --preset demo to change the demo's "
                             "space, or --preset paper for the paper's settings")
     preset = preset_key(task, preset or ("paper" if explicit.get("data") else "demo"))
-    if PRESETS.get(preset, {}).get("task", "face") != task:
+    if PRESETS.get(preset, {}).get("task", DEFAULT_TASK) != task:
         raise UserError(f"--preset {preset} is a preset of another task than --task {task}")
-    if not explicit.get("data") and task == "face":
-        from data_tools.proxy import ensure_demo_proxy
-
-        explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
-    elif not explicit.get("data"):
-        explicit["data"] = str(Path(get_task(task).default_data()).resolve())
+    if not explicit.get("data"):
+        explicit["data"] = str(Path(get_task(task).default_search_data()).resolve())
     return check_space_options(explicit, SearchConfig.resolve(explicit, preset))

@@ -88,11 +88,11 @@ class EnasSpace:
     extra_columns = SKIP_COLUMNS
 
     def __init__(self, cfg: SearchConfig):
-        from facenar.space.macro import MACRO_OPS, num_codes
+        from facenar.space.macro import ENAS_CANDIDATES, num_codes
 
         self.cfg = cfg
         self.template = None  # no cost-aware reward in this space (SearchConfig.check refuses it)
-        self.num_slots, self.candidates = num_codes(cfg.layers), list(MACRO_OPS)
+        self.num_slots, self.candidates = num_codes(cfg.layers), list(ENAS_CANDIDATES)
         self.feature_size = cfg.channels
 
     def supernet(self):

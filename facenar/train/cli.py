@@ -13,7 +13,7 @@ from typing import Sequence
 from facenar_runtime.errors import UserError
 from facenar.rundir import read_run_config
 from facenar.config import HELP_EPILOG, help_default
-from facenar.tasks import TASKS
+from facenar.tasks.base import TASKS, task_help
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
 
@@ -32,10 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
                   "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
     add("--backbone", "baseline backbone when no --arch")
-    add("--task", "face, cifar10 (CIFAR-10 python batches) or imagenet (ImageFolder train/, val/)", choices=TASKS)
-    add("--data", "emore folder (train.rec/idx, property, *.bin); --task cifar10: cifar-10-python.tar.gz or "
-                  "cifar-10-batches-py/; --task imagenet: ImageFolder root; default: the task's demo data",
-        metavar="DIR")
+    add("--task", task_help(), choices=TASKS.names())
+    add("--data", f"{task_help('train_data_help')}; default: the task's demo data", metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
