@@ -85,9 +85,10 @@ def test_search_holds_out_a_seeded_tenth_and_never_reads_the_test_batch(tiny_cif
     from facenar.tasks import get_task
 
     read = []
-    real = cifar.load_cifar10
-    monkeypatch.setattr(cifar, "load_cifar10", lambda source, split="train": read.append(split) or real(source, split))
-    monkeypatch.setattr("facenar.tasks.classification_data.load_cifar10", cifar.load_cifar10)
+    real = cifar.load_cifar
+    monkeypatch.setattr(cifar, "load_cifar", lambda source, split="train", layout=cifar.CIFAR10:
+                        read.append(split) or real(source, split, layout))
+    monkeypatch.setattr("facenar.tasks.classification_data.load_cifar", cifar.load_cifar)
     cfg = resolve_config({"task": "cifar10", "data": str(tiny_cifar), "backbone": BACKBONE, "embedding_size": 64}, None)
     data = get_task("cifar10").search_data(cfg)
     images, labels = data.val_set(torch.device("cpu"))

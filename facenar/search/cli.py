@@ -13,8 +13,9 @@ from typing import Sequence
 from facenar_runtime.cli import number
 from facenar_runtime.errors import UserError
 from facenar.config import HELP_EPILOG, help_default
-from facenar.search.config import PRESETS, SearchConfig, resolve_config
+from facenar.search.config import PRESETS, SPACES, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
+from facenar.space.ops import space_ops
 from facenar.tasks.base import TASKS, task_help
 
 # where a run goes, not what it computes (never stored in config.json)
@@ -52,13 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=sorted(PRESETS), help="base settings (default: demo without --data, else "
                                                               "paper; with --task T, T's demo/paper)")
     space = p.add_argument_group("search space")
-    add(space, "--space", "nar: one op per iresnet slot; enas: ENAS's macro space with searchable skips",
-        choices=["nar", "enas"])
+    add(space, "--space", "; ".join(f"{name}: {text}" for name, text in SPACES.summaries().items()),
+        choices=SPACES.names())
     add(space, "--backbone", "", choices=sorted(BACKBONES))
     add(space, "--width", "channel multiplier")
     add(space, "--input-size", "input side in pixels")
     add(space, "--embedding-size", "")
-    add(space, "--ops", "comma-separated candidates", type=parse_ops)
+    add(space, "--ops", f"comma-separated candidates of {', '.join(space_ops('nar'))}", type=parse_ops)
     add(space, "--granularity", "block: one slot per block; conv: one per 3x3 conv", choices=sorted(GRANULARITIES))
     enas = p.add_argument_group("ENAS macro space (--space enas)")
     add(enas, "--layers", "layers L")

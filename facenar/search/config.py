@@ -13,9 +13,12 @@ from facenar_runtime.errors import UserError
 from facenar.config import DEFAULT_TASK, RunConfig, preset_key
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
+from facenar.registry import Registry
 from facenar.space.ops import PAPER_OPS, space_ops
 from facenar.tasks.base import check_task_options, get_task, task_presets
 
+# the search spaces, each registered in facenar.search.spaces with the options only it reads
+SPACES = Registry("search space", modules=("facenar.search.spaces",))
 # every task's search presets: the face task's "paper" / "demo", others' "<task>-paper" / "<task>-demo"
 PRESETS: dict[str, dict] = task_presets("search")
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
@@ -62,7 +65,7 @@ class SearchConfig(RunConfig):
     embedding_size: int = 512
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     granularity: str = "block"
-    space: str = "nar"                   # nar | enas (ENAS's macro space: the options below)
+    space: str = "nar"                   # a registered search space (SPACES); enas reads the options below
     layers: int = 12                     # enas: layers L
     channels: int = 36                   # enas: channels C
     skip_weight: float = 0.8             # enas: ENAS's skip penalty weight, 0 = off (the paper's Fig. 1)
@@ -122,17 +125,9 @@ class SearchConfig(RunConfig):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
         if self.cost == "macs" and (self.target_latency or self.latency_table):
             raise UserError("--target-latency / --latency-table need --cost latency")
-        if self.space not in ("nar", "enas"):
-            raise UserError(f"--space must be nar or enas, got {self.space!r}")
-        if self.space == "enas":
-            self._check_enas()
-
-    def _check_enas(self) -> None:
-        if self.channels % 2:
-            raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
-                            f"two), got {self.channels}")
-        if self.target_macs or self.cost == "latency":
-            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
+        if self.space not in SPACES:
+            raise UserError(f"--space must be {' or '.join(SPACES)}, got {self.space!r}")
+        SPACES.get(self.space).check_config(self)
 
 
 def search_space(cfg: SearchConfig):
@@ -143,15 +138,10 @@ def search_space(cfg: SearchConfig):
                 cfg.input_size, cfg.embedding_size, cfg.granularity)
 
 
-# options that belong to one search space only: giving one with the other space is an error
-SPACE_OPTIONS = {"nar": ("backbone", "width", "embedding_size", "ops", "granularity"),
-                 "enas": ("layers", "channels", "skip_weight", "skip_target")}
-
-
 def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
-    """Refuse options of the other search space (they would silently do nothing)."""
-    for space, names in SPACE_OPTIONS.items():
-        given = [f"--{name.replace('_', '-')}" for name in names if name in explicit]
+    """Refuse options of another search space (they would silently do nothing)."""
+    for space in SPACES:
+        given = [f"--{name.replace('_', '-')}" for name in SPACES.get(space).options if name in explicit]
         if space != cfg.space and given:
             raise UserError(f"{', '.join(given)}: only for --space {space}, but this search uses --space "
                             f"{cfg.space}; drop the option or pass --space {space}")
