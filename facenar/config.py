@@ -18,9 +18,17 @@ import types
 import typing
 from typing import Callable, ClassVar
 
+from facenar_runtime.cli import number
 from facenar_runtime.errors import UserError
 
 
+_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
+# the range of every setting that search and training both have: declared once, the same in both
+SHARED_RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
+                     batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0),
+                     t0=number(float, min=1), t_mult=number(float, min=1), momentum=number(float, min=0, lt=1),
+                     weight_decay=number(float, min=0), scale=number(float, gt=0), m2=number(float, min=0),
+                     seed=_COUNT0, workers=_COUNT0)
 DEFAULT_TASK = "face"  # a config without `task` (every run written before tasks existed) is a face run
 
 
@@ -166,6 +174,14 @@ def format_differences(cfg: RunConfig) -> str:
 
 HELP_EPILOG = ("Defaults are marked by source: [paper] the NAR paper, [ArcFace] the ArcFace paper, [ENAS] ENAS, "
                "[arcface_torch] insightface's training code, [ours] chosen here; 'demo: X' is the demo preset's value.")
+
+
+def add_option(group, flag: str, text: str = "", *aliases: str, config: type[RunConfig], **kw) -> None:
+    """Add a setting's option to a parser or group: its dest from the flag, its numeric range from the config's
+    RANGES (declared once), its help with the default and where that comes from. Both engines' CLIs use it."""
+    name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+    kw.setdefault("type", config.RANGES.get(name))
+    group.add_argument(flag, *aliases, dest=name, help=help_default(config, name, text), **kw)
 
 
 def help_default(cls, name: str, text: str = "") -> str:

@@ -72,7 +72,7 @@ def test_child_from_supernet_computes_the_supernet_path(enas_run):
     arch.skips[3][0] = 1 - arch.skips[3][0]  # also a path the derivation did not pick
     for candidate in (MacroArch.load(enas_run / "arch.json"), arch):
         supernet = MacroSupernet(4, 8, num_classes=0, input_size=16)
-        supernet.load_state_dict(load_checkpoint(enas_run / "checkpoint.pt")["supernet"])
+        supernet.load_state_dict(load_checkpoint(enas_run / "last.pt")["supernet"])
         supernet.eval()
         child = child_from_supernet(supernet, candidate)
         images = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -6,13 +6,13 @@ Under torchrun the shared-weight training is data-parallel (gloo on CPU, NCCL on
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
-from pathlib import Path
+import functools
 from typing import Sequence
 
 from facenar_runtime.cli import number
 from facenar_runtime.errors import UserError
-from facenar.config import HELP_EPILOG, help_default
+from facenar.config import HELP_EPILOG, add_option
+from facenar.rundir import run_folder
 from facenar.search.config import PRESETS, SPACES, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
 from facenar.space.ops import space_ops
@@ -43,10 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
                                             "without --data: the demo proxy and the demo preset).",
                                 epilog=HELP_EPILOG)
 
-    def add(group, flag: str, text: str = "", *aliases: str, **kw):
-        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
-        kw.setdefault("type", SearchConfig.RANGES.get(name))  # a numeric option's range, declared once
-        group.add_argument(flag, *aliases, dest=name, help=help_default(SearchConfig, name, text), **kw)
+    add = functools.partial(add_option, config=SearchConfig)
 
     add(p, "--task", task_help(), choices=TASKS.names())
     add(p, "--data", f"{task_help('search_data_help')}; default: the task's demo data")
@@ -118,10 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = {k: args.get(k) for k in RUN_OPTIONS}
     explicit = {k: v for k, v in args.items() if k not in RUN_OPTIONS}
-    if options["resume"] and options["out"] and Path(options["out"]) != Path(options["resume"]):
-        raise UserError("give either --out (a new run) or --resume RUN_DIR (continue that run), not both")
-    out = options["resume"] or options["out"] or f"runs/search-{datetime.now():%Y%m%d-%H%M%S}"
-    run_search(lambda: resolve_config(explicit, options["resume"]), out, resume=bool(options["resume"]),
-               force=bool(options["force"]), device=explicit.get("device", "auto"),
+    out = run_folder(options["out"], options["resume"])
+    cfg = resolve_config(explicit, options["resume"])
+    run_search(cfg, out, resume=bool(options["resume"]), force=bool(options["force"]),
                stop_after_epochs=options["stop_after_epochs"])
     return 0

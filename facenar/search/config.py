@@ -10,7 +10,7 @@ from pathlib import Path
 
 from facenar_runtime.cli import number, probability
 from facenar_runtime.errors import UserError
-from facenar.config import DEFAULT_TASK, RunConfig, preset_key
+from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
 from facenar.registry import Registry
@@ -24,17 +24,12 @@ PRESETS: dict[str, dict] = task_presets("search")
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
 SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
 _COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              pretrain_epochs=_COUNT0, t0=number(float, min=1), t_mult=number(float, min=1),
-              lr=number(float, gt=0), lr_min=number(float, min=0), momentum=number(float, gt=0, lt=1),
-              weight_decay=number(float, min=0), batch_size=_COUNT, steps_per_epoch=_COUNT0,
-              scale=number(float, gt=0), m2=number(float, min=0), controller_steps=_COUNT,
+RANGES = dict(SHARED_RANGES, pretrain_epochs=_COUNT0, steps_per_epoch=_COUNT0, controller_steps=_COUNT,
               controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
               baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
               val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
-              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0,
-              layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
-              skip_target=number(float, gt=0, lt=1))
+              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), layers=number(int, min=2),
+              channels=number(int, min=2), skip_weight=number(float, min=0), skip_target=number(float, gt=0, lt=1))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",

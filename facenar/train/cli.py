@@ -7,12 +7,12 @@ Resume:          python -m facenar.train --resume RUN_DIR   (the run keeps its s
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Sequence
 
-from facenar_runtime.errors import UserError
-from facenar.rundir import read_run_config
-from facenar.config import HELP_EPILOG, help_default
+from facenar.rundir import read_run_config, run_folder
+from facenar.config import HELP_EPILOG, add_option
 from facenar.tasks.base import TASKS, task_help
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
@@ -24,10 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a face-recognition network (ArcFace, Partial FC, DDP).",
                                 epilog=HELP_EPILOG)
 
-    def add(flag: str, text: str = "", *aliases: str, **kw):
-        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
-        kw.setdefault("type", TrainConfig.RANGES.get(name))  # a numeric option's range, declared once
-        p.add_argument(flag, *aliases, dest=name, help=help_default(TrainConfig, name, text), **kw)
+    add = functools.partial(add_option, p, config=TrainConfig)
 
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
                   "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
@@ -80,14 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     force = args.pop("force", False)
     out, resume, preset = args.pop("out", None), args.pop("resume", None), args.pop("preset", None)
+    out = run_folder(out, resume)
     if resume:
-        if out:
-            raise UserError("--resume continues RUN_DIR with its stored options; drop --out")
         args.setdefault("max_steps", None)  # a stored --max-steps was the stop just resumed from
         cfg = resolve_config(args, preset, stored=read_run_config(resume), where=resume)
     else:
         cfg = resolve_config(args, preset=preset)
-    summary = train(cfg, out=resume or out, resume=bool(resume), force=force)
+    summary = train(cfg, out=out, resume=bool(resume), force=force)
     if os.environ.get("RANK", "0") == "0":
         print(format_summary(summary))
     return 0

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from facenar_runtime.cli import number
 from facenar_runtime.errors import UserError
-from facenar.config import DEFAULT_TASK, RunConfig, preset_key
+from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.space.arch import Arch
 from facenar.tasks.base import TASKS, check_task_options, task_presets
 from facenar.tasks.heads import MarginSoftmax
@@ -23,14 +23,10 @@ ARCH_KEYS = ("backbone", "width", "input_size", "embedding_size")
 PRESETS = task_presets("train")
 # --lr-scale linear: lr x global batch / this (ArcFace's batch: 4 GPUs x 128)
 REFERENCE_BATCH = 512
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0), t0=_COUNT, t_mult=_COUNT,
-              momentum=number(float, min=0, lt=1), weight_decay=number(float, min=0), m1=number(float, gt=0),
-              m2=number(float), m3=number(float), scale=number(float, gt=0), sample_rate=number(float, gt=0, max=1),
-              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), seed=_COUNT0,
-              workers=_COUNT0, verify_every=_COUNT0, verify_batch=_COUNT, checkpoint_every=_COUNT,
-              log_every=_COUNT, max_steps=_COUNT)
+_COUNT = number(int, min=1)
+RANGES = dict(SHARED_RANGES, m1=number(float, gt=0), m3=number(float, min=0), sample_rate=number(float, gt=0, max=1),
+              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), verify_every=number(int, min=0),
+              verify_batch=_COUNT, checkpoint_every=_COUNT, log_every=_COUNT, max_steps=_COUNT)
 # where each default comes from: the NAR paper, ArcFace (Deng et al., LResNet50E-IR on MS1M), insightface's
 # arcface_torch (its training scripts), or ours (engineering choices the papers do not make)
 SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch_size="ArcFace", lr="paper",
@@ -63,8 +59,8 @@ class TrainConfig(RunConfig):
     lr_min: float = 1e-4
     lr_scale: str = "none"               # linear: lr and lr_min x global batch / REFERENCE_BATCH
     schedule: str = "sgdr"
-    t0: int = 5
-    t_mult: int = 2
+    t0: float = 5
+    t_mult: float = 2
     momentum: float = 0.9
     weight_decay: float = 5e-4
     margin: str = "arcface"
