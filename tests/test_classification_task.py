@@ -1,4 +1,4 @@
-"""The classification task (issue 13) through search, train and evaluate on tiny CIFAR / ImageFolder data."""
+"""The classification tasks through search, train and evaluate on tiny CIFAR / ImageFolder data."""
 from __future__ import annotations
 
 import csv

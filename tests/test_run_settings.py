@@ -1,4 +1,4 @@
-"""Issue 10 items 1 + 5 and issue 11 parts 2 + 4 for search and train: every numeric setting is range-checked
+"""Search and train settings: every numeric setting is range-checked
 (command line, preset, resumed config.json) before any work; --dropout round-trips; --lr-scale; the
 headline figures are last.pt's; the demo preset says what it changes."""
 from __future__ import annotations

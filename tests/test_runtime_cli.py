@@ -1,4 +1,5 @@
-"""Issue 10, mechanisms A, C, D: checked numeric options, the error boundary, bounded text input."""
+"""The runtime's CLI boundary: checked numeric options (on every registered command), the error boundary,
+bounded text input."""
 from __future__ import annotations
 
 import argparse
@@ -9,17 +10,11 @@ import pytest
 
 from facenar_runtime.cli import number, probability, run_cli, unchecked_numeric_options
 from facenar_runtime.errors import EnvironmentFault, UserError, worker_message
-from facenar_runtime.textinput import read_json
-from facenar_runtime.textinput import read_text
+from facenar.commands import COMMANDS
+from facenar_runtime.textinput import read_json, read_text
 
-# Every command line of the project; phase 2 adds the facenar commands (search, train, verify, export, arch ...).
-CLI_MODULES = [
-    "data_tools.make_bin", "data_tools.img2rec", "data_tools.rec2img", "data_tools.make_demo", "data_tools.align",
-    "data_tools.inspect", "facenar.prepare_proxy", "facenar.evaluate", "benchmarks.run", "benchmarks.cost_table",
-    "benchmarks.data_pipeline", "benchmarks.networks", "benchmarks.proxy_split", "benchmarks.search_cost",
-    "benchmarks.verification", "facenar.search.cli", "facenar.train.cli", "facenar.verify.cli", "facenar.export",
-    "facenar.arch",
-]
+# Every command line of the project: the modules of the `facenar` command registry (a new command is covered)
+CLI_MODULES = [COMMANDS.get(name).split(":")[0] for name in COMMANDS]
 
 
 class _Captured(Exception):

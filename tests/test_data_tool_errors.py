@@ -1,4 +1,4 @@
-"""Issue 10, the items of phase 1 as the commands meet them (one test per item, numbered as in the issue)."""
+"""The data_tools commands' user errors: one `error:` line, exit 2, nothing half-written (one test per case)."""
 from __future__ import annotations
 
 import math

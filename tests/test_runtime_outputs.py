@@ -1,4 +1,4 @@
-"""Issue 10, mechanism B and atomic writes: the output guard, no-replace renames, stale temp folders,
+"""The runtime's output guard and atomic writes: no-replace renames, stale temp folders,
 and write faults on real read-only / full filesystems (tmpfs mounts where the machine allows them)."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10, phase 2: the facenar commands (verify, export, arch, train, search) adopt the mechanisms."""
+"""The facenar commands' user errors (verify, export, arch, train, search): one line, exit 2, outputs guarded."""
 from __future__ import annotations
 
 import json
