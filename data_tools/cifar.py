@@ -60,11 +60,6 @@ class CifarSplit:
     classes: tuple[str, ...]
 
 
-def load_cifar10(source: str | os.PathLike, split: str = "train") -> CifarSplit:
-    """The `train` (data_batch_1..5) or `test` (test_batch) split of a CIFAR-10 tarball or batch folder."""
-    return load_cifar(source, split, CIFAR10)
-
-
 def load_cifar(source: str | os.PathLike, split: str = "train", layout: CifarLayout = CIFAR10) -> CifarSplit:
     """The `train` or `test` split of a tarball or folder of the given CIFAR layout."""
     if split not in ("train", "test"):

@@ -16,12 +16,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from facenar_runtime.cli import progress
+from data_tools.cifar import CIFAR10
 from facenar_runtime.errors import UserError
 from facenar.data import epoch_loader, make_loader, random_batch
 from facenar.dist import all_reduce_mean, barrier
 from facenar.tasks.base import TASKS, Task
-from facenar.tasks.classification_data import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD,
-                                               open_cifar10, open_imagefolder)
+from facenar.tasks.classification_data import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, open_cifar,
+                                               open_imagefolder)
 
 CLASSIFIER = "classifier"  # checkpoint key of the head's weights (facenar.evaluate reads it)
 # what every classification training preset sets: no gradient clipping, an SGDR floor of 0
@@ -113,15 +114,17 @@ class Cifar10Task(ClassificationTask):
                      batch_size=64, lr=0.05, t0=3, t_mult=1, log_every=10, checkpoint_every=200, workers=1),
     }
 
+    layout = CIFAR10  # which CIFAR files (data_tools.cifar): a CIFAR variant is a subclass with its own
+
     def default_data(self) -> Path:
         from data_tools.cifar_demo import ensure_demo_cifar
 
-        return ensure_demo_cifar()
+        return ensure_demo_cifar(self.layout)
 
     def open(self, folder, split: str, input_size: int | None = None, seed: int = 0):
         if input_size not in (None, 32):
-            raise UserError(f"--task cifar10 needs --input-size 32 (CIFAR images are 32x32), got {input_size}")
-        return open_cifar10(folder, split, seed=seed)
+            raise UserError(f"--task {self.name} needs --input-size 32 (CIFAR images are 32x32), got {input_size}")
+        return open_cifar(folder, split, seed=seed, layout=self.layout, mean=self.mean, std=self.std)
 
 
 @TASKS.register("imagenet", summary="ImageNet-style classification on an ImageFolder tree (train/, val/)")

@@ -62,17 +62,11 @@ class CifarImages(Dataset):
         return normalise(image, self.mean, self.std), int(self.labels[index])
 
 
-def open_cifar10(source: str | os.PathLike | None, split: str, *, seed: int = 0,
-                 holdout: int | None = None) -> CifarImages:
-    """One split: `train` (all 5 training batches), `search_train` / `search_val` (the seeded
-    hold-out of the training batches, default 5,000 of 50,000), `test` (test_batch, final evaluation only).
-    No source: the synthetic demo data."""
-    return open_cifar(source, split, seed=seed, holdout=holdout)
-
-
 def open_cifar(source: str | os.PathLike | None, split: str, *, seed: int = 0, holdout: int | None = None,
                layout: CifarLayout = CIFAR10, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> CifarImages:
-    """open_cifar10 for any CIFAR layout, normalised with the given per-channel statistics."""
+    """One split: `train` (all training batches), `search_train` / `search_val` (the seeded hold-out of the
+    training batches, default 5,000 of 50,000), `test` (final evaluation only), normalised with the given
+    per-channel statistics. No source: the layout's synthetic demo data."""
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")
     if source is None:
@@ -96,7 +90,7 @@ def _scanned(root: str):
 
 def open_imagefolder(root: str | os.PathLike, split: str, *, size: int = 224, seed: int = 0,
                      holdout: int | None = None) -> "FolderImages":
-    """The splits of open_cifar10 for an ImageFolder tree: `train` (train/), `search_train` /
+    """The splits of open_cifar for an ImageFolder tree: `train` (train/), `search_train` /
     `search_val` (a seeded hold-out of train/), `test` (val/, final evaluation only)."""
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")
