@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.common import Section, print_section
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 
 ARCHS = Path(__file__).resolve().parents[1] / "weights" / "archs"
 # (label, arch file, paper params (None: not printed), paper "FLOPS" = multiply-adds);

@@ -25,7 +25,7 @@ import numpy as np
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from data_tools import imagefolder
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.demo import identity_images
 from data_tools.emore import EmoreDataset, write_emore, write_property
 from facenar.data import RecordFaceDataset, decode_image, make_loader

@@ -83,12 +83,12 @@ def cpu_context(device: str):
 
 
 def run_search(cfg, folder: Path, device: str = "cpu"):
-    """A whole search (facenar.search.engine.NarSearch) in `folder`; the engine after derivation, whose
+    """A whole search (facenar.search.engine.SearchEngine) in `folder`; the engine after derivation, whose
     supernet holds the final shared weights and whose RewardModel scores any architecture with them."""
     from facenar.rundir import RunDir
-    from facenar.search.engine import NarSearch
+    from facenar.search.engine import SearchEngine
 
-    engine = NarSearch(cfg, RunDir.create(folder, cfg.to_dict()), cpu_context(device), workers=0)
+    engine = SearchEngine(cfg, RunDir.create(folder, cfg.to_dict()), cpu_context(device), workers=0)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # derive() prints its final table
         engine.derived = engine.run()

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, rate_cells
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from facenar.checkpoint import save_model
 from facenar.export import INPUT_NAME, export_onnx
 from facenar.space.arch import Arch

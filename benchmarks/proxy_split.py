@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.common import Section, benchmark_main, machine_info, median
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.emore import write_emore, write_property
 from data_tools.proxy import build_proxy
 

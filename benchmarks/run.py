@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Sequence
 
 from benchmarks.common import Section, machine_info
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 
 BENCHMARKS = ("data_pipeline", "proxy_split", "networks", "search_cost", "verification", "cost_table",
               "search_evidence")

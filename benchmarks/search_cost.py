@@ -1,6 +1,6 @@
 """Search cost: seconds per NAR search epoch by phase, and the paper's search extrapolated to hours.
 
-(1) A real search (facenar.search.engine.NarSearch) on the demo proxy with the `demo` preset, each phase
+(1) A real search (facenar.search.engine.SearchEngine) on the demo proxy with the `demo` preset, each phase
 timed by wrapping the engine's own methods: shared-weight training, controller training (PreTrain
 epochs only score one val batch), checkpoint + record, and the final derivation. (2) The per-image
 cost of the full-size iresnet50 supernet at 112x112 (train step on uniformly sampled paths, as in
@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
 from benchmarks.networks import inference_closure, train_step_closure
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 
 COLUMNS = ["measure", "setting", "images", "median_s", "spread", "ms_per_image", "hours"]
 # The paper's proxy task (section 4.1.1); the search schedule comes from facenar's paper defaults.
@@ -82,7 +82,7 @@ class PhaseTimer:
 def time_demo_search(device: str, overrides: dict) -> tuple[dict[str, list[float]], object]:
     """Run a whole demo search in a temporary folder; per-phase seconds (one entry per call) and its config."""
     from facenar.dist import DistContext
-    from facenar.search.engine import NarSearch
+    from facenar.search.engine import SearchEngine
     from facenar.rundir import RunDir
     from facenar.search.config import resolve_config
 
@@ -90,7 +90,7 @@ def time_demo_search(device: str, overrides: dict) -> tuple[dict[str, list[float
     ctx = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
     with tempfile.TemporaryDirectory(prefix="facenar-search-cost-") as tmp:
         workers = 4 if device == "cuda" else 0  # facenar.search's defaults
-        engine = NarSearch(cfg, RunDir.create(Path(tmp) / "run", cfg.to_dict()), ctx, workers=workers)
+        engine = SearchEngine(cfg, RunDir.create(Path(tmp) / "run", cfg.to_dict()), ctx, workers=workers)
         timer = PhaseTimer(engine.device)
         start = time.perf_counter()
         engine.data.val_set(engine.device)  # decoded once per run; kept out of epoch 1's controller time
@@ -237,7 +237,7 @@ def run(quick: bool = False, device: str = "cpu") -> Section:
                         f"{c.epochs} epochs of which {c.pretrain_epochs} PreTrain, {c.steps_per_epoch} x "
                         f"{c.batch_size} images per epoch, controller {c.controller_steps} x {c.controller_samples} "
                         f"samples on {c.val_batch}-image val batches, derivation {c.derive_samples} sampled + "
-                        f"{c.random_samples} random); phases timed around facenar.search.engine.NarSearch's own methods "
+                        f"{c.random_samples} random); phases timed around facenar.search.engine.SearchEngine's own methods "
                         "(_train_shared, _train_controller, save + record, derive)")
     if quick:
         from facenar.search.config import PRESETS

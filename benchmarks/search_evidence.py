@@ -31,9 +31,10 @@ import torch
 from benchmarks.common import Section, machine_info, markdown_table
 from benchmarks.evidence_tools import (Budget, arch_cost, rank_agreement, run_search, search_config,
                                        shared_images, spread_indices, train_from_scratch)
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.cli import UserError, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 
 TASKS = ("face", "cifar10")  # each gets both parts; a task the engine lacks is a "not run" row
 METHODS = (("NAR (controller)", "nar"), ("random search + weight sharing", "nar"),

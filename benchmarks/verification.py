@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.demo import identity_images
 from facenar.verify import metrics
 from facenar.space.arch import Arch

@@ -19,10 +19,11 @@ from typing import Sequence
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError, progress, run_cli
-from data_tools.outputs import check_outputs
-from data_tools.textinput import read_text
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.cli import progress, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
+from facenar_runtime.textinput import read_text
 
 ALIGNED_SIZE = 112
 MIN_SPREAD = 1.0  # pixels (RMS distance from the centroid); less is no face, e.g. all-zero placeholders

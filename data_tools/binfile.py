@@ -14,9 +14,9 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.atomic import atomic_open
-from data_tools.cli import UserError
-from data_tools.safe_pickle import ForbiddenGlobal as _ForbiddenGlobal, restricted_loads
+from facenar_runtime.atomic import atomic_open
+from facenar_runtime.errors import UserError
+from facenar_runtime.safe_pickle import ForbiddenGlobal as _ForbiddenGlobal, restricted_loads
 
 
 def _as_image_bytes(item, index: int, path) -> bytes:

@@ -1,7 +1,10 @@
-"""CIFAR-10 as users download it: `cifar-10-python.tar.gz` or its `cifar-10-batches-py/` folder.
+"""CIFAR-10 and CIFAR-100 as users download them: the python tarball or its extracted folder.
 
+CIFAR-10: `cifar-10-python.tar.gz` / `cifar-10-batches-py/` (data_batch_1..5, test_batch, batches.meta
+with label_names, labels under b'labels'); CIFAR-100: `cifar-100-python.tar.gz` / `cifar-100-python/`
+(train, test, meta with fine_label_names, labels under b'fine_labels'). A CifarLayout says which.
 The batches are python2 pickles (byte-string keys; b'data' a uint8 [N, 3072] array of row-major
-R, G, B planes, b'labels' a list of ints); they are read with the restricted unpickler, so a
+R, G, B planes, the labels a list of ints); they are read with the restricted unpickler, so a
 file naming any other global is refused without running it. The tarball is read member by
 member in one pass, nothing is extracted to disk. The test batch is for final evaluation only:
 searches hold out part of the training batches instead (`holdout_split`).
@@ -16,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from data_tools.cli import UserError
-from data_tools.safe_pickle import ForbiddenGlobal, restricted_loads
+from facenar_runtime.errors import UserError
+from facenar_runtime.safe_pickle import ForbiddenGlobal, restricted_loads
 
 FOLDER = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"
@@ -30,20 +33,41 @@ SEARCH_HOLDOUT = 5000  # training images the search keeps aside as its validatio
 
 
 @dataclass(frozen=True)
+class CifarLayout:
+    """The file names and pickle keys of one CIFAR variant."""
+
+    name: str
+    folder: str
+    tarball: str
+    train: tuple[str, ...]   # training batch files
+    test: str                # test batch file
+    meta: str
+    names_key: str           # the class-name list in `meta`
+    labels_key: str          # the label list in every batch
+    num_classes: int
+
+
+CIFAR10 = CifarLayout("CIFAR-10", FOLDER, TARBALL, TRAIN_BATCHES, TEST_BATCH, META, "label_names", "labels",
+                      NUM_CLASSES)
+CIFAR100 = CifarLayout("CIFAR-100", "cifar-100-python", "cifar-100-python.tar.gz", ("train",), "test", "meta",
+                       "fine_label_names", "fine_labels", 100)
+
+
+@dataclass(frozen=True)
 class CifarSplit:
     images: np.ndarray   # [N, 32, 32, 3] uint8 RGB
     labels: np.ndarray   # [N] int64 in 0..9
     classes: tuple[str, ...]
 
 
-def load_cifar10(source: str | os.PathLike, split: str = "train") -> CifarSplit:
-    """The `train` (data_batch_1..5) or `test` (test_batch) split of a tarball or batch folder."""
+def load_cifar(source: str | os.PathLike, split: str = "train", layout: CifarLayout = CIFAR10) -> CifarSplit:
+    """The `train` or `test` split of a tarball or folder of the given CIFAR layout."""
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', not {split!r}")
-    names = (*TRAIN_BATCHES, META) if split == "train" else (TEST_BATCH, META)
-    raw, where = _read_members(_locate(Path(source)), names)
-    classes = _class_names(raw[META], where(META))
-    batches = [_batch(raw[name], where(name), len(classes)) for name in names[:-1]]
+    names = (*layout.train, layout.meta) if split == "train" else (layout.test, layout.meta)
+    raw, where = _read_members(_locate(Path(source), layout), names, layout)
+    classes = _class_names(raw[layout.meta], where(layout.meta), layout)
+    batches = [_batch(raw[name], where(name), len(classes), layout.labels_key) for name in names[:-1]]
     return CifarSplit(np.concatenate([images for images, _ in batches]),
                       np.concatenate([labels for _, labels in batches]), classes)
 
@@ -61,20 +85,22 @@ def default_holdout(count: int) -> int:
     return min(SEARCH_HOLDOUT, count // 10)
 
 
-def _locate(path: Path) -> Path:
+def _locate(path: Path, layout: CifarLayout) -> Path:
     """The tarball or batch folder that `path` names, or a folder holding one of them."""
     if path.is_file():
         return path
-    if (path / META).exists() or any((path / name).exists() for name in TRAIN_BATCHES):
+    if (path / layout.meta).exists() or any((path / name).exists() for name in layout.train):
         return path
-    for candidate in (path / FOLDER, path / TARBALL):
+    for candidate in (path / layout.folder, path / layout.tarball):
         if candidate.exists():
             return candidate
-    raise UserError(f"{path} is neither {TARBALL} nor a {FOLDER}/ folder (data_batch_1..5, test_batch, "
-                    f"batches.meta); download the python version from https://www.cs.toronto.edu/~kriz/cifar.html")
+    files = ", ".join((f"{layout.train[0][:-1]}1..{len(layout.train)}" if len(layout.train) > 1 else layout.train[0],
+                       layout.test, layout.meta))
+    raise UserError(f"{path} is neither {layout.tarball} nor a {layout.folder}/ folder ({files}); "
+                    "download the python version from https://www.cs.toronto.edu/~kriz/cifar.html")
 
 
-def _read_members(path: Path, names: tuple[str, ...]):
+def _read_members(path: Path, names: tuple[str, ...], layout: CifarLayout):
     """{name: raw bytes} for the wanted batch files, and a function naming where each came from."""
     if path.is_dir():
         found = {}
@@ -82,7 +108,7 @@ def _read_members(path: Path, names: tuple[str, ...]):
             try:
                 found[name] = (path / name).read_bytes()
             except FileNotFoundError:
-                raise UserError(f"{path / name} is missing; the {FOLDER} folder is incomplete") from None
+                raise UserError(f"{path / name} is missing; the {layout.folder} folder is incomplete") from None
             except OSError as exc:
                 raise UserError(f"cannot read {path / name}: {exc.strerror or exc}") from None
         return found, lambda name: str(path / name)
@@ -97,8 +123,9 @@ def _read_members(path: Path, names: tuple[str, ...]):
         raise UserError(f"{path} is truncated or not a CIFAR tar.gz ({exc}); download it again") from None
     missing = [name for name in names if name not in found]
     if missing:
-        raise UserError(f"{path} has no {', '.join(missing)}; is it the CIFAR-10 python version ({TARBALL})?")
-    return found, lambda name: f"{path}:{FOLDER}/{name}"
+        raise UserError(f"{path} has no {', '.join(missing)}; is it the {layout.name} python version "
+                        f"({layout.tarball})?")
+    return found, lambda name: f"{path}:{layout.folder}/{name}"
 
 
 def _unpickle_dict(raw: bytes, where: str) -> dict[str, object]:
@@ -114,18 +141,19 @@ def _unpickle_dict(raw: bytes, where: str) -> dict[str, object]:
     return {key.decode("latin1") if isinstance(key, bytes) else str(key): value for key, value in payload.items()}
 
 
-def _class_names(raw: bytes, where: str) -> tuple[str, ...]:
-    names = _unpickle_dict(raw, where).get("label_names")
-    if not isinstance(names, list) or len(names) != NUM_CLASSES or not all(isinstance(n, (bytes, str)) for n in names):
-        raise UserError(f"{where}: label_names must be a list of {NUM_CLASSES} names")
+def _class_names(raw: bytes, where: str, layout: CifarLayout) -> tuple[str, ...]:
+    names = _unpickle_dict(raw, where).get(layout.names_key)
+    count = layout.num_classes
+    if not isinstance(names, list) or len(names) != count or not all(isinstance(n, (bytes, str)) for n in names):
+        raise UserError(f"{where}: {layout.names_key} must be a list of {count} names")
     return tuple(name.decode("utf-8") if isinstance(name, bytes) else name for name in names)
 
 
-def _batch(raw: bytes, where: str, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+def _batch(raw: bytes, where: str, num_classes: int, labels_key: str) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle_dict(raw, where)
-    data, labels = batch.get("data"), batch.get("labels")
+    data, labels = batch.get("data"), batch.get(labels_key)
     if data is None or labels is None:
-        raise UserError(f"{where}: a CIFAR batch needs 'data' and 'labels', found keys {sorted(batch)}")
+        raise UserError(f"{where}: a CIFAR batch needs 'data' and '{labels_key}', found keys {sorted(batch)}")
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * SIDE * SIDE:
         spec = f"{data.dtype} {list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
         raise UserError(f"{where}: data is {spec}, expected a uint8 [N, {3 * SIDE * SIDE}] array")

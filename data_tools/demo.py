@@ -23,12 +23,13 @@ import cv2
 import numpy as np
 
 from data_tools import emore
-from data_tools.atomic import atomic_path, write_text_atomic
+from facenar_runtime.atomic import atomic_path, write_text_atomic
 from data_tools.binfile import save_bin
-from data_tools.cli import UserError, progress
-from data_tools.outputs import check_outputs
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 from data_tools.demo_cache import MARKER, ensure_generated
-from data_tools.paths import demo_data_dir
+from facenar_runtime.paths import demo_data_dir
 
 GENERATOR_VERSION = 1
 

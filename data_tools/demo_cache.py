@@ -9,7 +9,8 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from data_tools.cli import UserError, read_json
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 
 MARKER = "demo.json"
 

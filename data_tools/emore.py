@@ -13,10 +13,10 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.errors import UserError
 from data_tools.recordio import IRHeader, RecordReader, RecordWriter, pack_record, unpack_record
-from data_tools.textinput import read_text
+from facenar_runtime.textinput import read_text
 
 # Record 0 must keep its framed size between the placeholder and the final version.
 _HEADER_PLACEHOLDER = (0.0, 0.0)

@@ -16,11 +16,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.outputs import check_outputs
-from data_tools.cli import UserError
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.outputs import check_outputs
+from facenar_runtime.errors import UserError
 from data_tools.demo_cache import MARKER, ensure_generated
-from data_tools.paths import facenar_home
+from facenar_runtime.paths import facenar_home
 
 EXTENSIONS = (".jpeg", ".jpg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 REDUCED = {1: 0, 2: cv2.IMREAD_REDUCED_GRAYSCALE_2, 4: cv2.IMREAD_REDUCED_GRAYSCALE_4,

@@ -12,10 +12,11 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError, progress, run_cli
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.cli import progress, run_cli
+from facenar_runtime.errors import UserError
 from data_tools.emore import write_emore, write_property
-from data_tools.outputs import check_outputs
+from facenar_runtime.outputs import check_outputs
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-from data_tools.cli import number, progress, run_cli
+from facenar_runtime.cli import number, progress, run_cli
 from data_tools.emore import EmoreDataset
 from data_tools.recordio import RecordReader, unpack_record
 

@@ -17,9 +17,10 @@ import cv2
 import numpy as np
 
 from data_tools.binfile import save_bin
-from data_tools.cli import UserError, progress, run_cli
-from data_tools.outputs import check_outputs
-from data_tools.textinput import MiB, read_text
+from facenar_runtime.cli import progress, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
+from facenar_runtime.textinput import MiB, read_text
 
 Pair = tuple[str, int, str, int]
 

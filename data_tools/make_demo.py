@@ -10,7 +10,7 @@ import argparse
 import time
 from typing import Sequence
 
-from data_tools.cli import number, run_cli
+from facenar_runtime.cli import number, run_cli
 from data_tools.demo import DEFAULTS, FOLDS, make_demo
 
 

@@ -15,11 +15,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.cli import UserError, progress, read_json
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 from data_tools.emore import EmoreDataset, write_emore, write_property
-from data_tools.outputs import check_outputs
-from data_tools.paths import demo_proxy_dir
+from facenar_runtime.outputs import check_outputs
+from facenar_runtime.paths import demo_proxy_dir
 
 FULL_DEFAULTS = {"num_ids": 4000, "per_id": 40, "val_per_id": 4, "seed": 0}
 # The demo has 600 ids x 50 images; 200 x (36 + 4) keeps the search demo's val pass small.

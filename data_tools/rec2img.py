@@ -9,10 +9,10 @@ import argparse
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import progress, run_cli
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.cli import progress, run_cli
 from data_tools.emore import EmoreDataset
-from data_tools.outputs import check_outputs
+from facenar_runtime.outputs import check_outputs
 
 SIGNATURES = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG\r\n\x1a\n", ".png"), (b"BM", ".bmp"))
 

@@ -18,8 +18,8 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.errors import UserError
 
 MAGIC = 0xCED7230A
 MAGIC_BYTES = struct.pack("<I", MAGIC)

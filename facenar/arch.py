@@ -9,9 +9,10 @@ import argparse
 import json
 from typing import Sequence
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, number, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops
 from facenar.space.ops import PAPER_OPS
 

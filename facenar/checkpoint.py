@@ -16,13 +16,25 @@ import torch
 import torch.distributed as torch_dist
 from torch import nn
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.space.networks import build_child
 from facenar.dist import DistContext
 
 FORMAT = "facenar-checkpoint-v1"
+# the file names of every run folder, search or training: the state to resume from, the best model so far
+LAST, BEST = "last.pt", "best.pt"
+SEARCH_FORMAT = "facenar-search-v1"  # the `format` of a search's resume state (supernet, controller): not a model
+OLD_SEARCH_LAST = "checkpoint.pt"    # a search's resume state before the file names were shared
+
+
+def resume_file(run: str | Path) -> Path:
+    """The state a run resumes from: RUN/last.pt, or a search run's checkpoint.pt written before the
+    names were shared (the upgrade path: the next save writes last.pt and removes it)."""
+    run = Path(run)
+    old = run / OLD_SEARCH_LAST
+    return old if old.is_file() and not (run / LAST).is_file() else run / LAST
 RESERVED = ("format", "arch", "model", "dropout")
 
 

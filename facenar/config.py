@@ -6,7 +6,7 @@ instead (old key names mapped through OLD_NAMES, missing keys taking today's def
 the keys in RESUMABLE may then differ from it. Presets are data: one table per pipeline, next to
 its config, with "paper" = the dataclass defaults.
 
-Every numeric setting has its range declared once, in RANGES (data_tools.cli `number(...)` types):
+Every numeric setting has its range declared once, in RANGES (facenar_runtime.cli `number(...)` types):
 the command line parses with it, and validate() applies the same range to values that came from a
 preset or a stored config.json, so nothing unchecked reaches the work.
 """
@@ -18,7 +18,18 @@ import types
 import typing
 from typing import Callable, ClassVar
 
-from data_tools.cli import UserError
+from facenar_runtime.cli import number
+from facenar_runtime.errors import UserError
+
+
+_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
+# the range of every setting that search and training both have: declared once, the same in both
+SHARED_RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
+                     batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0),
+                     t0=number(float, min=1), t_mult=number(float, min=1), momentum=number(float, min=0, lt=1),
+                     weight_decay=number(float, min=0), scale=number(float, gt=0), m2=number(float, min=0),
+                     seed=_COUNT0, workers=_COUNT0)
+DEFAULT_TASK = "face"  # a config without `task` (every run written before tasks existed) is a face run
 
 
 class RunConfig:
@@ -106,7 +117,7 @@ class RunConfig:
 
     def differences(self, reference: str = "paper") -> dict:
         """Settings that differ from a preset of the run's task (for the run log)."""
-        base = type(self)(**type(self).PRESETS[preset_key(getattr(self, "task", "face"), reference)]).to_dict()
+        base = type(self)(**type(self).PRESETS[preset_key(getattr(self, "task", DEFAULT_TASK), reference)]).to_dict()
         return {k: v for k, v in self.to_dict().items() if base.get(k) != v and k not in ("preset", "data")}
 
     def preset_settings(self) -> dict:
@@ -123,14 +134,8 @@ def _shown(value) -> str:
 
 
 def preset_key(task: str, name: str) -> str:
-    """The PRESETS entry of a task's preset: the face task's are "paper"/"demo", others' "<task>-<name>"."""
-    return name if task == "face" or name.startswith(f"{task}-") else f"{task}-{name}"
-
-
-def task_presets(tables: dict[str, dict[str, dict]]) -> dict[str, dict]:
-    """{task: {name: settings}} -> PRESETS entries "<task>-<name>" that also set the task."""
-    return {preset_key(task, name): {"task": task, **values} for task, table in tables.items()
-            for name, values in table.items()}
+    """The PRESETS entry of a task's preset: the default task's are "paper"/"demo", others' "<task>-<name>"."""
+    return name if task == DEFAULT_TASK or name.startswith(f"{task}-") else f"{task}-{name}"
 
 
 def _matches(value, hint) -> bool:
@@ -169,6 +174,14 @@ def format_differences(cfg: RunConfig) -> str:
 
 HELP_EPILOG = ("Defaults are marked by source: [paper] the NAR paper, [ArcFace] the ArcFace paper, [ENAS] ENAS, "
                "[arcface_torch] insightface's training code, [ours] chosen here; 'demo: X' is the demo preset's value.")
+
+
+def add_option(group, flag: str, text: str = "", *aliases: str, config: type[RunConfig], **kw) -> None:
+    """Add a setting's option to a parser or group: its dest from the flag, its numeric range from the config's
+    RANGES (declared once), its help with the default and where that comes from. Both engines' CLIs use it."""
+    name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
+    kw.setdefault("type", config.RANGES.get(name))
+    group.add_argument(flag, *aliases, dest=name, help=help_default(config, name, text), **kw)
 
 
 def help_default(cls, name: str, text: str = "") -> str:

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from data_tools.emore import EmoreDataset
 
 AUGMENTS = ("none", "flip", "strong")

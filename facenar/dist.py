@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as torch_dist
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 
 @dataclass(frozen=True)

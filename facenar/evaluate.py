@@ -13,12 +13,14 @@ from typing import Sequence
 
 from torch import nn
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, number, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 from facenar.checkpoint import load_model
 from facenar.dist import resolve_device
-from facenar.tasks import get_task
+from facenar.config import DEFAULT_TASK
+from facenar.tasks.base import get_task
 from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
 
 
@@ -51,10 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs(args.force, files={"--json": args.json}, inputs={"--model": args.model, "--data": args.data})
     backbone, arch, payload = load_model(args.model)
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
-    task_name = config.get("task", "face")
-    if task_name == "face":
-        raise UserError(f"{args.model} is a face-recognition checkpoint; score it with python -m facenar.verify")
+    task_name = config.get("task", DEFAULT_TASK)
     task = get_task(task_name)
+    if task.scored_by != "python -m facenar.evaluate":
+        raise UserError(f"{args.model} is a {task.title} checkpoint; score it with {task.scored_by}")
     if not isinstance(task, ClassificationTask):
         raise UserError(f"{args.model} was trained for --task {task_name}, which has no test-split accuracy")
     data = args.data or config.get("data")

@@ -22,9 +22,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from data_tools.atomic import atomic_path
-from data_tools.cli import UserError, number, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import atomic_path
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input.1", "embedding"
 TOLERANCE = 1e-4

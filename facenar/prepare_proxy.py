@@ -8,8 +8,9 @@ from __future__ import annotations
 import argparse
 from typing import Sequence
 
-from data_tools.cli import UserError, number, run_cli
-from data_tools.paths import demo_proxy_dir
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.paths import demo_proxy_dir
 from data_tools.proxy import DEMO_DEFAULTS, FULL_DEFAULTS, build_proxy, format_summary
 
 

@@ -11,14 +11,16 @@ import io
 import json
 import shutil
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from data_tools.atomic import atomic_path, write_text_atomic
-from data_tools.cli import UserError, read_json
-from data_tools.outputs import MARKER, check_outputs
-from data_tools.textinput import read_text
+from facenar_runtime.atomic import atomic_path, write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
+from facenar_runtime.outputs import MARKER, check_outputs
+from facenar_runtime.textinput import read_text
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
@@ -81,6 +83,19 @@ def _unfinished(path: Path) -> bool:
     """A run folder facenar created (MARKER + config.json) in which no checkpoint was written yet."""
     return (path.is_dir() and (path / MARKER).is_file() and (path / CONFIG_NAME).is_file()
             and not any(path.glob("*.pt")))
+
+
+def run_folder(out: str | None, resume: str | None) -> str | None:
+    """The run folder of a search or training command: --resume RUN_DIR continues that run, --out names a new
+    one (None: the engine names one, runs/<kind>-<time>); both only when they name the same folder."""
+    if resume and out and Path(out).resolve() != Path(resume).resolve():
+        raise UserError("give either --out (a new run) or --resume RUN_DIR (continue that run), not both")
+    return resume or out
+
+
+def default_run_folder(kind: str) -> Path:
+    """runs/<kind>-<local time>, e.g. runs/search-20260101-120000 (rank 0's clock: the engines broadcast it)."""
+    return Path("runs") / time.strftime(f"{kind}-%Y%m%d-%H%M%S")
 
 
 def read_run_config(path: str | Path) -> dict:

@@ -47,11 +47,6 @@ def sgdr_lr(epoch: float, t0: float, t_mult: float, lr_max: float, lr_min: float
     return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + math.cos(math.pi * frac))
 
 
-def sgdr_total_epochs(t0: int, t_mult: int, cycles: int) -> int:
-    """Epochs in `cycles` full SGDR cycles (t0=10, t_mult=2, 4 cycles -> 150, the paper's search)."""
-    return int(sum(t0 * t_mult**i for i in range(cycles)))
-
-
 def poly_lr(epoch: float, total_epochs: float, lr_max: float, power: float = 1.0) -> float:
     """insightface arcface_torch's polynomial (by default linear) decay to zero."""
     return lr_max * max(0.0, 1.0 - epoch / total_epochs) ** power

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from data_tools.align import ARCFACE_TEMPLATE, align_face, main, read_landmarks, similarity_transform
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 
 FRONTAL = {"Teresa_Williams_0001.jpg", "Anthony_Hopkins_0001.jpg", "Anthony_Hopkins_0002.jpg",
            "Rob_Lowe_0001.jpg", "Rob_Lowe_0002.jpg", "Nathalie_Baye_0002.jpg"}

@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from facenar import arch as arch_cli
 from facenar.space.arch import Arch, family, num_slots
 

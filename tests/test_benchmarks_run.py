@@ -7,7 +7,7 @@ import pytest
 
 from benchmarks import run as bench_run
 from benchmarks.common import Section
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 FAKES = {
     "rows_only": '''

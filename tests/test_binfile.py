@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_tools.binfile import load_bin, save_bin
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 
 
 def decode(data: bytes) -> np.ndarray:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.space.iresnet import build_child
 from facenar.checkpoint import load_model, save_model

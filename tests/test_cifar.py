@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cifar import META, TEST_BATCH, TRAIN_BATCHES, holdout_split, load_cifar10
+from data_tools.cifar import META, TEST_BATCH, TRAIN_BATCHES, holdout_split, load_cifar
 from data_tools.cifar_demo import CLASSES, ensure_demo_cifar, make_demo_cifar
 from data_tools.cifar_pickle import dumps_py2
-from data_tools.cli import UserError
-from data_tools.safe_pickle import ForbiddenGlobal, restricted_loads
+from facenar_runtime.errors import UserError
+from facenar_runtime.safe_pickle import ForbiddenGlobal, restricted_loads
 
 NAMES = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
 
@@ -48,14 +48,14 @@ def test_python2_style_batches_read_back_exactly(tmp_path):
     raw = (tmp_path / "cifar-10-batches-py" / "data_batch_1").read_bytes()
     assert raw.startswith(b"\x80\x02}q\x01(U\x0bbatch_label")  # protocol 2, py2 byte-string keys
     assert b"cnumpy.core.multiarray\n_reconstruct\n" in raw and b"_codecs" not in raw
-    train = load_cifar10(tmp_path)  # the parent folder is found too
+    train = load_cifar(tmp_path)  # the parent folder is found too
     expected = np.concatenate([contents[name][b"data"] for name in TRAIN_BATCHES])
     assert train.images.dtype == np.uint8 and train.images.shape == (35, 32, 32, 3)
     np.testing.assert_array_equal(train.images, as_nhwc(expected))
     assert train.labels.dtype == np.int64
     assert train.labels.tolist() == sum((contents[name][b"labels"] for name in TRAIN_BATCHES), [])
     assert train.classes[0] == "airplane" and len(train.classes) == 10
-    test = load_cifar10(tmp_path / "cifar-10-batches-py", "test")
+    test = load_cifar(tmp_path / "cifar-10-batches-py", "test")
     np.testing.assert_array_equal(test.images, as_nhwc(contents[TEST_BATCH][b"data"]))
 
 
@@ -64,14 +64,14 @@ def test_channel_planes_become_rgb_pixels(tmp_path):
     data[0, :1024], data[0, 1024:2048], data[0, 2048:] = 10, 20, 30  # R plane, G plane, B plane
     data[0, 1] = 99  # red of row 0, column 1
     write_folder(tmp_path, test_batch=batch_dict(0, 1, {b"data": data, b"labels": [3]}))
-    image = load_cifar10(tmp_path, "test").images[0]
+    image = load_cifar(tmp_path, "test").images[0]
     assert image[0, 0].tolist() == [10, 20, 30] and image[0, 1].tolist() == [99, 20, 30]
 
 
 @pytest.mark.parametrize("protocol", [2, 4, 5])
 def test_batches_repickled_by_python3_numpy2_are_read(tmp_path, protocol):
     contents = write_folder(tmp_path, dumps=lambda value: pickle.dumps(value, protocol=protocol))
-    np.testing.assert_array_equal(load_cifar10(tmp_path, "test").images, as_nhwc(contents[TEST_BATCH][b"data"]))
+    np.testing.assert_array_equal(load_cifar(tmp_path, "test").images, as_nhwc(contents[TEST_BATCH][b"data"]))
 
 
 def make_tarball(folder, path, drop=()):
@@ -86,13 +86,13 @@ def test_tarball_reads_like_the_folder(tmp_path):
     write_folder(tmp_path / "cifar-10-batches-py")
     tarball = make_tarball(tmp_path / "cifar-10-batches-py", tmp_path / "cifar-10-python.tar.gz")
     for split in ("train", "test"):
-        from_tar, from_folder = load_cifar10(tarball, split), load_cifar10(tmp_path / "cifar-10-batches-py", split)
+        from_tar, from_folder = load_cifar(tarball, split), load_cifar(tmp_path / "cifar-10-batches-py", split)
         np.testing.assert_array_equal(from_tar.images, from_folder.images)
         np.testing.assert_array_equal(from_tar.labels, from_folder.labels)
         assert from_tar.classes == from_folder.classes
     (tmp_path / "only_tar").mkdir()
     os.replace(tarball, tmp_path / "only_tar" / "cifar-10-python.tar.gz")
-    assert len(load_cifar10(tmp_path / "only_tar", "test").labels) == 7  # a folder holding the tarball
+    assert len(load_cifar(tmp_path / "only_tar", "test").labels) == 7  # a folder holding the tarball
 
 
 class _WritesMarker:
@@ -115,7 +115,7 @@ def test_foreign_pickle_global_is_refused_never_run(tmp_path, kind):
         named = "io.open"
     write_folder(tmp_path / "data", data_batch_3=evil)
     with pytest.raises(UserError) as info:
-        load_cifar10(tmp_path / "data")
+        load_cifar(tmp_path / "data")
     message = str(info.value)
     assert "data_batch_3" in message and named in message and "forbidden global" in message
     assert "\n" not in message
@@ -133,22 +133,22 @@ def test_truncated_and_corrupt_tarballs(tmp_path):
     raw = tarball.read_bytes()
     tarball.write_bytes(raw[: len(raw) // 2])
     with pytest.raises(UserError, match="truncated"):
-        load_cifar10(tarball)
+        load_cifar(tarball)
     tarball.write_bytes(b"not a tarball at all" * 10)
     with pytest.raises(UserError, match="truncated or not a CIFAR tar.gz"):
-        load_cifar10(tarball)
+        load_cifar(tarball)
 
 
 def test_missing_batch_is_named(tmp_path):
     write_folder(tmp_path / "cifar-10-batches-py", data_batch_4=None)
     with pytest.raises(UserError, match="data_batch_4 is missing"):
-        load_cifar10(tmp_path)
-    assert len(load_cifar10(tmp_path, "test").labels) == 7  # the test split does not need it
+        load_cifar(tmp_path)
+    assert len(load_cifar(tmp_path, "test").labels) == 7  # the test split does not need it
     tarball = make_tarball(tmp_path / "cifar-10-batches-py", tmp_path / "c.tar.gz", drop=("test_batch",))
     with pytest.raises(UserError, match="has no test_batch"):
-        load_cifar10(tarball, "test")
+        load_cifar(tarball, "test")
     with pytest.raises(UserError, match="neither"):
-        load_cifar10(tmp_path / "nowhere")
+        load_cifar(tmp_path / "nowhere")
 
 
 @pytest.mark.parametrize("override, match", [
@@ -163,20 +163,20 @@ def test_missing_batch_is_named(tmp_path):
 def test_malformed_batches(tmp_path, override, match):
     write_folder(tmp_path, data_batch_2=pickle.dumps(batch_dict(0, override=override), protocol=2))
     with pytest.raises(UserError, match=match) as info:
-        load_cifar10(tmp_path)
+        load_cifar(tmp_path)
     assert "data_batch_2" in str(info.value)
 
 
 def test_malformed_pickles_and_meta(tmp_path):
     write_folder(tmp_path, test_batch=dumps_py2(batch_dict(0))[:-200])
     with pytest.raises(UserError, match="test_batch is not a CIFAR batch pickle"):
-        load_cifar10(tmp_path, "test")
+        load_cifar(tmp_path, "test")
     write_folder(tmp_path, test_batch={b"labels": [1]})
     with pytest.raises(UserError, match="needs 'data' and 'labels'"):
-        load_cifar10(tmp_path, "test")
+        load_cifar(tmp_path, "test")
     write_folder(tmp_path, **{META: {b"label_names": NAMES[:9]}})
     with pytest.raises(UserError, match="batches.meta: label_names must be a list of 10"):
-        load_cifar10(tmp_path, "test")
+        load_cifar(tmp_path, "test")
 
 
 def test_holdout_split_is_seeded_and_disjoint():
@@ -195,7 +195,7 @@ def small_demo(tmp_path_factory):
 
 
 def test_demo_is_the_official_format_and_deterministic(small_demo, tmp_path):
-    train, test = load_cifar10(small_demo), load_cifar10(small_demo, "test")
+    train, test = load_cifar(small_demo), load_cifar(small_demo, "test")
     assert train.images.shape == (600, 32, 32, 3) and test.images.shape == (200, 32, 32, 3)
     assert np.bincount(train.labels).tolist() == [60] * 10 and train.classes == CLASSES
     batch = pickle.loads((small_demo / "data_batch_1").read_bytes(), encoding="bytes")  # the reference reader
@@ -211,7 +211,7 @@ def test_demo_is_the_official_format_and_deterministic(small_demo, tmp_path):
 
 def test_demo_is_learnable_from_raw_pixels(small_demo):
     """Kernel ridge regression on raw pixels: well above chance (10%) and above 50%."""
-    train, test = load_cifar10(small_demo), load_cifar10(small_demo, "test")
+    train, test = load_cifar(small_demo), load_cifar(small_demo, "test")
     features = lambda images: images.reshape(len(images), -1).astype(np.float64) / 255 - 0.5
     x, xt = features(train.images), features(test.images)
     weights = np.linalg.solve(x @ x.T + 10 * np.eye(len(x)), np.eye(10)[train.labels])
@@ -226,11 +226,11 @@ def test_ensure_demo_cifar_generates_once(monkeypatch, capsys):
     folder = ensure_demo_cifar()
     assert folder.name == "cifar-10-batches-py" and "generating" in capsys.readouterr().err
     assert ensure_demo_cifar() == folder and capsys.readouterr().err == ""
-    assert len(load_cifar10(folder).labels) == 30
+    assert len(load_cifar(folder).labels) == 30
 
 
 def test_make_demo_cifar_cli_refuses_existing_output(tmp_path, capsys):
-    from data_tools.cli import run_cli
+    from facenar_runtime.cli import run_cli
     from data_tools.make_demo_cifar import main
 
     with pytest.raises(SystemExit) as exit_info:
@@ -239,13 +239,13 @@ def test_make_demo_cifar_cli_refuses_existing_output(tmp_path, capsys):
 
 
 def test_cifar_training_tensors(small_demo):
-    from facenar.tasks.classification_data import CIFAR10_MEAN, CIFAR10_STD, open_cifar10
+    from facenar.tasks.classification_data import CIFAR10_MEAN, CIFAR10_STD, open_cifar
     from facenar.data import SeededSamples
 
-    search_train = open_cifar10(small_demo, "search_train", seed=1)
-    search_val = open_cifar10(small_demo, "search_val", seed=1)
+    search_train = open_cifar(small_demo, "search_train", seed=1)
+    search_val = open_cifar(small_demo, "search_val", seed=1)
     assert len(search_train) == 540 and len(search_val) == 60  # a tenth held out on a small set
-    test = open_cifar10(small_demo, "test")
+    test = open_cifar(small_demo, "test")
     image, label = test[0]
     expected = (torch.from_numpy(test.images[0]).permute(2, 0, 1) / 255 - torch.tensor(CIFAR10_MEAN)[:, None, None]) \
         / torch.tensor(CIFAR10_STD)[:, None, None]
@@ -257,7 +257,7 @@ def test_cifar_training_tensors(small_demo):
     torch.testing.assert_close(torch.stack([samples[i][0] for i in range(20)]), first)  # same (seed, epoch, i)
     samples.epoch = 1
     assert not torch.equal(torch.stack([samples[i][0] for i in range(20)]), first)  # a new epoch re-draws
-    plain = torch.stack([open_cifar10(small_demo, "search_val", seed=1)[i][0] for i in range(3)])
+    plain = torch.stack([open_cifar(small_demo, "search_val", seed=1)[i][0] for i in range(3)])
     assert torch.equal(plain, torch.stack([search_val[i][0] for i in range(3)]))
 
 
@@ -287,5 +287,5 @@ def test_data_modules_import_without_torch():
     import sys
 
     code = ("import sys, data_tools.cifar, data_tools.cifar_demo, data_tools.cifar_pickle, data_tools.imagefolder, "
-            "data_tools.safe_pickle, data_tools.make_demo_cifar; assert 'torch' not in sys.modules")
+            "facenar_runtime.safe_pickle, data_tools.make_demo_cifar; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(os.path.dirname(__file__)))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from data_tools.cifar_pickle import dumps_py2
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from facenar.search.cli import main as search
 from facenar.train.cli import main as train
 

@@ -1,4 +1,4 @@
-"""The classification task (issue 13) through search, train and evaluate on tiny CIFAR / ImageFolder data."""
+"""The classification tasks through search, train and evaluate on tiny CIFAR / ImageFolder data."""
 from __future__ import annotations
 
 import csv
@@ -85,9 +85,10 @@ def test_search_holds_out_a_seeded_tenth_and_never_reads_the_test_batch(tiny_cif
     from facenar.tasks import get_task
 
     read = []
-    real = cifar.load_cifar10
-    monkeypatch.setattr(cifar, "load_cifar10", lambda source, split="train": read.append(split) or real(source, split))
-    monkeypatch.setattr("facenar.tasks.classification_data.load_cifar10", cifar.load_cifar10)
+    real = cifar.load_cifar
+    monkeypatch.setattr(cifar, "load_cifar", lambda source, split="train", layout=cifar.CIFAR10:
+                        read.append(split) or real(source, split, layout))
+    monkeypatch.setattr("facenar.tasks.classification_data.load_cifar", cifar.load_cifar)
     cfg = resolve_config({"task": "cifar10", "data": str(tiny_cifar), "backbone": BACKBONE, "embedding_size": 64}, None)
     data = get_task("cifar10").search_data(cfg)
     images, labels = data.val_set(torch.device("cpu"))
@@ -106,11 +107,12 @@ def test_search_imagenet_folder_holds_out_a_tenth_of_train(tiny_folder, tmp_path
 
 
 def test_task_presets_are_data_and_demo_is_the_default_without_data():
-    from facenar.search.config import TASK_PRESETS as SEARCH_PRESETS
-    from facenar.train.config import TASK_PRESETS as TRAIN_PRESETS, resolve_config
+    from facenar.tasks.base import TASKS
+    from facenar.train.config import resolve_config
 
-    for table in (SEARCH_PRESETS, TRAIN_PRESETS):
-        assert {p["backbone"] for task in table.values() for p in task.values()} == {"resnet18"}
+    for pipeline in ("search", "train"):
+        tables = [getattr(TASKS.get(name), f"{pipeline}_presets") for name in TASKS if name != "face"]
+        assert {p["backbone"] for table in tables for p in table.values()} == {"resnet18"}
     demo = resolve_config({"task": "cifar10", "backbone": BACKBONE})
     assert (demo.task, demo.epochs, demo.width, demo.input_size, demo.grad_clip) == ("cifar10", 3, 0.25, 32, 0.0)
     paper = resolve_config({"task": "imagenet", "data": "x", "backbone": BACKBONE})
@@ -151,7 +153,7 @@ def test_train_imagenet_folder_one_epoch(tiny_folder, tmp_path, capsys):
 
 
 def test_evaluate_refuses_face_checkpoints(tiny_demo, tmp_path):
-    from data_tools.cli import UserError
+    from facenar_runtime.errors import UserError
 
     run = tmp_path / "face"
     assert train(["--data", str(tiny_demo), "--out", str(run), "--backbone", "iresnet18", "--width", "0.0625",

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.config import format_differences
 from facenar.rundir import RunDir
 from facenar.search.cli import build_parser as search_parser

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from data_tools.emore import write_emore, write_property
 from facenar.data import RecordFaceDataset, decode_image, make_loader
 from tests.jpeg_data import write_jpeg_emore

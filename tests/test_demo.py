@@ -9,7 +9,7 @@ import pytest
 
 from data_tools import demo
 from data_tools.binfile import load_bin
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.emore import EmoreDataset
 from data_tools.make_demo import main
 

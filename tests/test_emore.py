@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from data_tools.emore import EmoreDataset, read_property, write_emore, write_property
 from data_tools.recordio import MAGIC_BYTES, IRHeader, RecordReader, RecordWriter, pack_record, unpack_record
 

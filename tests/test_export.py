@@ -8,7 +8,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.space.iresnet import build_child
 from facenar.checkpoint import save_model

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from data_tools.imagefolder import (decode_image, ensure_demo_imagefolder, jpeg_size, read_image_bytes, reduction,
                                     scan_imagefolder, scan_split)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from data_tools import img2rec, rec2img
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.emore import EmoreDataset
 from tests.jpeg_data import jpeg
 

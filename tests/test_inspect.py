@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from data_tools import inspect as inspect_tool
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.emore import EmoreDataset, write_emore, write_property
 from tests.jpeg_data import jpeg, jpeg_identities
 

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar import arch as arch_cli
 from facenar.space.arch import Arch
 from facenar.space.latency import latency_cost, load_latency_table, measure_latency

@@ -9,7 +9,7 @@ import torch
 
 from facenar.search.controller import Reinforce, reinforce
 from facenar.search.macro_controller import MacroController, bernoulli_kl
-from facenar.space.macro import MACRO_OPS, join_codes, num_codes, split_codes
+from facenar.space.macro import ENAS_CANDIDATES, join_codes, num_codes, split_codes
 
 LAYERS = 6
 SKIPS = LAYERS * (LAYERS - 1) // 2
@@ -33,7 +33,7 @@ def test_sample_shapes_and_log_prob_consistency():
     for name in ("skip_prob", "skip_kl_half"):
         assert torch.allclose(drawn.stats[name], again.stats[name])
     # fresh controller: near-uniform ops and skips
-    uniform = LAYERS * math.log(len(MACRO_OPS)) + SKIPS * math.log(2)
+    uniform = LAYERS * math.log(len(ENAS_CANDIDATES)) + SKIPS * math.log(2)
     assert drawn.entropy.mean().item() == pytest.approx(uniform, rel=0.02)
     assert drawn.stats["skip_prob"].mean().item() == pytest.approx(0.5, abs=0.05)
     assert drawn.penalty.shape == (5,) and drawn.penalty.requires_grad
@@ -63,7 +63,7 @@ def test_tanh_constant_caps_skip_probabilities():
 def test_known_answer_greedy_finds_hidden_target():
     """reward = fraction of codes equal to a hidden target (random ops, skips on from a hidden set of sources)."""
     gen = torch.Generator().manual_seed(7)
-    ops = torch.randint(0, len(MACRO_OPS), (LAYERS,), generator=gen).tolist()
+    ops = torch.randint(0, len(ENAS_CANDIDATES), (LAYERS,), generator=gen).tolist()
     sources = {0, 2, 4}
     target = join_codes(ops, [[int(j in sources) for j in range(k)] for k in range(LAYERS)])
 

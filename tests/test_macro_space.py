@@ -5,9 +5,9 @@ import random
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.cost import count_params
-from facenar.space.macro import (MACRO_OPS, MacroArch, MacroChild, MacroSupernet, child_from_supernet, join_codes,
+from facenar.space.macro import (ENAS_CANDIDATES, MacroArch, MacroChild, MacroSupernet, child_from_supernet, join_codes,
                                  macro_cost, needed_reductions, num_codes, pool_layers, random_codes,
                                  split_codes)
 
@@ -17,7 +17,7 @@ SPACE = dict(channels=8, input_size=16)
 
 def _random_codes(seed: int, layers: int = LAYERS) -> list[int]:
     rng = random.Random(seed)
-    return join_codes([rng.randrange(len(MACRO_OPS)) for _ in range(layers)],
+    return join_codes([rng.randrange(len(ENAS_CANDIDATES)) for _ in range(layers)],
                       [[rng.randrange(2) for _ in range(k)] for k in range(layers)])
 
 
@@ -40,7 +40,7 @@ def test_layout_follows_enas():
     drawn = random_codes(LAYERS, 200, torch.Generator().manual_seed(0))
     assert drawn == random_codes(LAYERS, 200, torch.Generator().manual_seed(0))
     splits = [split_codes(c, LAYERS) for c in drawn]
-    assert {op for ops, _ in splits for op in ops} == set(range(len(MACRO_OPS)))
+    assert {op for ops, _ in splits for op in ops} == set(range(len(ENAS_CANDIDATES)))
     density = sum(sum(map(sum, skips)) for _, skips in splits) / (200 * 15)
     assert 0.45 < density < 0.55
     # node 0 (stem) read only by layer 0 and a skip from layer 2: reduced at pool 1, not at pool 3

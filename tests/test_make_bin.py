@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_tools.binfile import load_bin
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from data_tools.make_bin import main, make_bin, read_pairs
 
 PAIRS = "2\t1\nAnn\t1\t2\nAnn\t1\tBob\t1\nBob\t1\t2\nAnn\t2\tBob\t2\n"

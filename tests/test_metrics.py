@@ -10,7 +10,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import KFold
 from sklearn.preprocessing import normalize
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.verify import metrics
 from facenar.verify.metrics_reference import reference_evaluate
 

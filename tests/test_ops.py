@@ -1,14 +1,31 @@
-"""Every operator fits every slot shape: same output shape as the conv it replaces."""
+"""The operator registry: every registered operator fits every slot shape of each space that builds it."""
 import pytest
 import torch
 from torch import nn
 
-from facenar.space.ops import OPS, PAPER_OPS, build_op
+from facenar.space.ops import OPERATORS, PAPER_OPS, build_enas_op, build_op, space_ops
+
+OPS = space_ops("nar")
 
 
 def test_paper_ops_are_the_first_four_codes():
     assert PAPER_OPS == ("conv3x3", "dwconv3x3", "max3x3", "avg3x3")
     assert set(PAPER_OPS) | {"conv5x5", "dwconv5x5"} == set(OPS)
+
+
+def test_one_registry_serves_both_spaces():
+    from facenar.space.macro import ENAS_CANDIDATES
+
+    assert set(space_ops("enas")) == set(ENAS_CANDIDATES)
+    assert set(space_ops("nar")) | set(space_ops("enas")) == set(OPERATORS.names())
+    assert all(OPERATORS.summaries()[name] for name in OPERATORS)
+
+
+@pytest.mark.parametrize("name", space_ops("enas"))
+def test_enas_branch_keeps_the_shape(name):
+    branch = build_enas_op(name, 6)
+    assert branch(torch.randn(2, 6, 8, 8)).shape == (2, 6, 8, 8)
+    assert isinstance(branch[0], nn.Conv2d) and branch[0].kernel_size == (1, 1)  # ENAS's 1x1 head
 
 
 @pytest.mark.parametrize("name", sorted(OPS))
@@ -43,3 +60,7 @@ def test_unknown_op_and_stride_rejected():
         build_op("sep7x7", 8, 8, 1)
     with pytest.raises(ValueError, match="stride"):
         build_op("conv3x3", 8, 8, 3)
+    with pytest.raises(ValueError, match="unknown operator"):
+        build_op("sepconv3x3", 8, 8, 1)  # an ENAS branch, not a NAR operator
+    with pytest.raises(ValueError, match="unknown macro operator"):
+        build_enas_op("max3x3", 8)

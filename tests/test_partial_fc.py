@@ -100,7 +100,7 @@ def _batch():
 def _step_worker(rank: int, world: int, folder: str) -> None:
     from facenar.dist import init_distributed
     from facenar.train.config import TrainConfig
-    from facenar.train.engine import Engine
+    from facenar.train.engine import TrainStep
 
     os.environ.update(WORLD_SIZE=str(world), RANK=str(rank), LOCAL_RANK=str(rank))
     torch.set_num_threads(1)
@@ -108,7 +108,7 @@ def _step_worker(rank: int, world: int, folder: str) -> None:
     ctx = init_distributed("cpu")
     backbone = _backbone()
     head = PartialFC(DIM, CLASSES, MarginSoftmax("arcface"), ctx, sample_rate=1.0, seed=SEED)
-    engine = Engine(backbone, head, TrainConfig(), ctx)
+    engine = TrainStep(backbone, head, TrainConfig(), ctx)
     images, labels = _batch()
     share = len(labels) // world
     mine = slice(rank * share, (rank + 1) * share)

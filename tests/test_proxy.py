@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from data_tools import proxy
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from data_tools.emore import EmoreDataset, write_emore, write_property
 from data_tools.recordio import MAGIC_BYTES, RecordReader
 from facenar import prepare_proxy

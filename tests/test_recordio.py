@@ -7,7 +7,7 @@ import struct
 
 import pytest
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from data_tools.recordio import (MAGIC, MAGIC_BYTES, IRHeader, RecordReader, RecordWriter,
                                  encode_record, pack_record, unpack_record)
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.search.cli import main
 
@@ -66,7 +66,7 @@ def test_search_writes_arch_record_and_plots(full_run):
 def test_resume_after_stop_equals_uninterrupted(full_run, tiny_proxy, tmp_path):
     run = tmp_path / "cut"
     main([*TINY, "--data", str(tiny_proxy), "--out", str(run), "--stop-after-epochs", "1"])
-    assert (run / "checkpoint.pt").is_file() and not (run / "arch.json").exists()
+    assert (run / "last.pt").is_file() and not (run / "arch.json").exists()
     # a kill between the CSV append and the next checkpoint leaves a row the resume must drop
     with open(run / "search.csv", "a") as handle:
         handle.write("2,search,0.1,9,0,0,0,0,0,0,1,0-0-0-0-0-0-0-0\n")
@@ -76,9 +76,19 @@ def test_resume_after_stop_equals_uninterrupted(full_run, tiny_proxy, tmp_path):
         assert (run / name).read_text() == (full_run / name).read_text()
 
 
+def test_a_run_folder_of_the_previous_version_resumes(full_run, tiny_proxy, tmp_path):
+    """Searches used to keep their resume state in checkpoint.pt; such a folder resumes and is upgraded."""
+    run = tmp_path / "old"
+    main([*TINY, "--data", str(tiny_proxy), "--out", str(run), "--stop-after-epochs", "1"])
+    (run / "last.pt").rename(run / "checkpoint.pt")
+    main(["--resume", str(run), "--out", str(run)])  # --out naming the same folder is allowed, as for training
+    assert (run / "last.pt").is_file() and not (run / "checkpoint.pt").exists()
+    assert arch_without_run_dir(run) == arch_without_run_dir(full_run)
+
+
 def _engine(tiny_proxy, tmp_path, **overrides):
     from facenar.dist import DistContext
-    from facenar.search.engine import NarSearch
+    from facenar.search.engine import SearchEngine
     from facenar.rundir import RunDir
     from facenar.search.config import SearchConfig
 
@@ -87,7 +97,7 @@ def _engine(tiny_proxy, tmp_path, **overrides):
                   controller_samples=3, val_batch=24, scale=16.0, m2=0.1)
     cfg = SearchConfig(**{**values, **overrides}).validate()
     run = RunDir.create(tmp_path / "engine", cfg.to_dict())
-    return NarSearch(cfg, run, DistContext(0, 1, 0, torch.device("cpu")))
+    return SearchEngine(cfg, run, DistContext(0, 1, 0, torch.device("cpu")))
 
 
 def test_pretrain_freezes_controller_and_samples_uniformly(tiny_proxy, tmp_path):
@@ -157,7 +167,7 @@ def test_bad_inputs_raise_one_clear_error(tiny_proxy, tmp_path):
 def test_resume_refuses_missing_checkpoint_and_other_config(full_run, tiny_proxy, tmp_path):
     run = tmp_path / "zero"
     main([*TINY, "--data", str(tiny_proxy), "--out", str(run), "--stop-after-epochs", "0"])
-    with pytest.raises(UserError, match="no checkpoint.pt"):
+    with pytest.raises(UserError, match="no last.pt"):
         main(["--resume", str(run)])
     with pytest.raises(UserError, match="configuration differs.*epochs"):
         main(["--resume", str(full_run), "--epochs", "5"])

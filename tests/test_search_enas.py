@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.search.cli import main
-from facenar.space.macro import MACRO_OPS, MacroArch
+from facenar.space.macro import ENAS_CANDIDATES, MacroArch
 from tests.test_search import arch_without_run_dir
 
 SHARED = ["--input-size", "16", "--epochs", "3", "--pretrain-epochs", "1", "--t0", "1", "--batch-size", "16",
@@ -45,11 +45,11 @@ def test_enas_search_writes_macro_arch_and_skip_record(enas_run):
     for r in rows:  # the Fig. 1 columns, every epoch (PreTrain: the initial policy on the uniform samples)
         assert 0.18 <= float(r["skip_prob"]) <= 0.82  # the 1.5 tanh cap bounds p
         assert 0.0 <= float(r["skip_kl_half"]) <= 0.22
-        assert 1 <= int(r["diversity"]) <= len(MACRO_OPS)  # distinct ops run, skip bits not counted
+        assert 1 <= int(r["diversity"]) <= len(ENAS_CANDIDATES)  # distinct ops run, skip bits not counted
     ops = _rows(enas_run / "search_ops.csv")
-    assert list(ops[0]) == ["epoch", "layer", *MACRO_OPS] and len(ops) == 3 * 4  # ops per layer, no skip bits
+    assert list(ops[0]) == ["epoch", "layer", *ENAS_CANDIDATES] and len(ops) == 3 * 4  # ops per layer, no skip bits
     for r in ops:
-        assert sum(float(r[name]) for name in MACRO_OPS) == pytest.approx(1.0)
+        assert sum(float(r[name]) for name in ENAS_CANDIDATES) == pytest.approx(1.0)
     config = json.loads((enas_run / "config.json").read_text())
     assert (config["space"], config["layers"], config["channels"], config["skip_weight"]) == ("enas", 4, 8, 0.8)
     assert "ENAS macro search: 4 layers" in (enas_run / "run.log").read_text()
@@ -72,7 +72,7 @@ def test_child_from_supernet_computes_the_supernet_path(enas_run):
     arch.skips[3][0] = 1 - arch.skips[3][0]  # also a path the derivation did not pick
     for candidate in (MacroArch.load(enas_run / "arch.json"), arch):
         supernet = MacroSupernet(4, 8, num_classes=0, input_size=16)
-        supernet.load_state_dict(load_checkpoint(enas_run / "checkpoint.pt")["supernet"])
+        supernet.load_state_dict(load_checkpoint(enas_run / "last.pt")["supernet"])
         supernet.eval()
         child = child_from_supernet(supernet, candidate)
         images = torch.randn(5, 3, 16, 16, generator=torch.Generator().manual_seed(0))

@@ -7,7 +7,7 @@ import torch
 
 from benchmarks import evidence_tools, search_evidence
 from benchmarks.evidence_tools import Budget, rank_agreement, spread_indices
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 
 def test_rank_agreement_of_known_rankings():

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch
 from facenar.space.iresnet import IResNet
 from facenar.space.networks import build_child

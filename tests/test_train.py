@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.checkpoint import load_checkpoint
 from facenar.train.cli import main
 from facenar.data import EpochSampler, SeededSamples
 from facenar.train.config import resolve_config
-from facenar.train.engine import Engine
+from facenar.train.engine import TrainStep
 
 REPO = Path(__file__).resolve().parents[1]
 # 288 images / 48 per step = 6 steps per epoch on the tiny_demo fixture
@@ -136,14 +136,14 @@ def test_bad_inputs_are_one_line_errors(tiny_demo, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="already exists"):
         _train(tiny_demo, run)
 
-    real_step = Engine.step
+    real_step = TrainStep.step
     calls = []
 
     def poisoned(self, images, labels, lr):
         calls.append(1)
         return float("nan") if len(calls) == 2 else real_step(self, images, labels, lr)
 
-    monkeypatch.setattr(Engine, "step", poisoned)
+    monkeypatch.setattr(TrainStep, "step", poisoned)
     with pytest.raises(UserError, match=r"nan at step 6 .*keeps step 4"):
         main(["--resume", str(run)])
     assert load_checkpoint(run / "last.pt")["step"] == 4

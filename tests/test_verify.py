@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from data_tools.binfile import load_bin, save_bin
-from data_tools.cli import run_cli
+from facenar_runtime.cli import run_cli
 from facenar.verify import benches as bench_lib, cli as verify_cli
 from facenar.space.arch import Arch
 from facenar.space.iresnet import build_child

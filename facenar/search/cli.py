@@ -6,15 +6,17 @@ Under torchrun the shared-weight training is data-parallel (gloo on CPU, NCCL on
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
-from pathlib import Path
+import functools
 from typing import Sequence
 
-from data_tools.cli import UserError, number
-from facenar.config import HELP_EPILOG, help_default
-from facenar.search.config import PRESETS, SearchConfig, resolve_config
+from facenar_runtime.cli import number
+from facenar_runtime.errors import UserError
+from facenar.config import HELP_EPILOG, add_option
+from facenar.rundir import run_folder
+from facenar.search.config import PRESETS, SPACES, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
-from facenar.tasks import TASKS
+from facenar.space.ops import space_ops
+from facenar.tasks.base import TASKS, task_help
 
 # where a run goes, not what it computes (never stored in config.json)
 RUN_OPTIONS = ("out", "resume", "force", "stop_after_epochs")
@@ -41,25 +43,20 @@ def build_parser() -> argparse.ArgumentParser:
                                             "without --data: the demo proxy and the demo preset).",
                                 epilog=HELP_EPILOG)
 
-    def add(group, flag: str, text: str = "", *aliases: str, **kw):
-        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
-        kw.setdefault("type", SearchConfig.RANGES.get(name))  # a numeric option's range, declared once
-        group.add_argument(flag, *aliases, dest=name, help=help_default(SearchConfig, name, text), **kw)
+    add = functools.partial(add_option, config=SearchConfig)
 
-    add(p, "--task", "face: proxy split of a face dataset; cifar10: CIFAR-10 python batches; imagenet: an "
-                     "ImageFolder tree (train/, val/)", choices=TASKS)
-    add(p, "--data", "proxy split folder (python -m facenar.prepare_proxy); --task cifar10: cifar-10-python.tar.gz "
-                     "or cifar-10-batches-py/; --task imagenet: the ImageFolder root; default: the task's demo data")
+    add(p, "--task", task_help(), choices=TASKS.names())
+    add(p, "--data", f"{task_help('search_data_help')}; default: the task's demo data")
     p.add_argument("--preset", choices=sorted(PRESETS), help="base settings (default: demo without --data, else "
                                                               "paper; with --task T, T's demo/paper)")
     space = p.add_argument_group("search space")
-    add(space, "--space", "nar: one op per iresnet slot; enas: ENAS's macro space with searchable skips",
-        choices=["nar", "enas"])
+    add(space, "--space", "; ".join(f"{name}: {text}" for name, text in SPACES.summaries().items()),
+        choices=SPACES.names())
     add(space, "--backbone", "", choices=sorted(BACKBONES))
     add(space, "--width", "channel multiplier")
     add(space, "--input-size", "input side in pixels")
     add(space, "--embedding-size", "")
-    add(space, "--ops", "comma-separated candidates", type=parse_ops)
+    add(space, "--ops", f"comma-separated candidates of {', '.join(space_ops('nar'))}", type=parse_ops)
     add(space, "--granularity", "block: one slot per block; conv: one per 3x3 conv", choices=sorted(GRANULARITIES))
     enas = p.add_argument_group("ENAS macro space (--space enas)")
     add(enas, "--layers", "layers L")
@@ -118,10 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = {k: args.get(k) for k in RUN_OPTIONS}
     explicit = {k: v for k, v in args.items() if k not in RUN_OPTIONS}
-    if options["resume"] and options["out"] and Path(options["out"]) != Path(options["resume"]):
-        raise UserError("give either --out (a new run) or --resume RUN_DIR (continue that run), not both")
-    out = options["resume"] or options["out"] or f"runs/search-{datetime.now():%Y%m%d-%H%M%S}"
-    run_search(lambda: resolve_config(explicit, options["resume"]), out, resume=bool(options["resume"]),
-               force=bool(options["force"]), device=explicit.get("device", "auto"),
+    out = run_folder(options["out"], options["resume"])
+    cfg = resolve_config(explicit, options["resume"])
+    run_search(cfg, out, resume=bool(options["resume"]), force=bool(options["force"]),
                stop_after_epochs=options["stop_after_epochs"])
     return 0

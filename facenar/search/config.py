@@ -8,58 +8,28 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from data_tools.cli import UserError, number, probability
-from facenar.config import RunConfig, preset_key, task_presets
+from facenar_runtime.cli import number, probability
+from facenar_runtime.errors import UserError
+from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
-from facenar.space.ops import OPS, PAPER_OPS
-from facenar.tasks import check_task_options, get_task
+from facenar.registry import Registry
+from facenar.space.ops import PAPER_OPS, space_ops
+from facenar.tasks.base import check_task_options, get_task, task_presets
 
-# Settings that finish on the demo proxy in a few minutes on 2 CPU cores; "paper" = the defaults.
-# A net this small does not learn 200 identities with ArcFace s=64, m=0.5 in 360 steps (measured:
-# train accuracy ~1%), hence s=16, m=0.1; with only 60 controller steps, Adam's lr is raised to 5e-3
-# so the policy visibly moves (entropy 11.1 -> 8.4 nats instead of 11.0).
-PRESETS: dict[str, dict] = {
-    "paper": {},
-    "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
-                 pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, scale=16.0,
-                 m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
-                 derive_samples=20, random_samples=20),
-}
-# Classification presets (--task cifar10 / imagenet; "paper" = the face defaults where this table is silent).
-# cifar10 demo: a width-0.25 ResNet-18 on the demo CIFAR; from the measured 16.8 ms/image training and 5.7 ms/image
-# scoring (1 thread, load 8): 7,680 training + ~16,000 scored + ~11,000 derivation images, about 5 minutes.
-TASK_PRESETS: dict[str, dict[str, dict]] = {
-    "cifar10": {
-        "paper": dict(backbone="resnet18", width=1.0, input_size=32, embedding_size=512),
-        "demo": dict(backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=4, pretrain_epochs=1,
-                     t0=4, t_mult=1, batch_size=64, steps_per_epoch=30, controller_steps=10, controller_samples=8,
-                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10),
-    },
-    "imagenet": {
-        "paper": dict(backbone="resnet18", width=1.0, input_size=224, embedding_size=512),
-        "demo": dict(backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2, pretrain_epochs=1,
-                     t0=2, t_mult=1, batch_size=16, controller_steps=3, controller_samples=4, controller_lr=5e-3,
-                     val_batch=20, derive_samples=4, random_samples=4),
-    },
-}
-PRESETS.update(task_presets(TASK_PRESETS))
-# options only the face task reads (config key -> flag), refused with another --task
-FACE_ONLY = {"scale": "--scale", "m2": "--margin-m2", "augment": "--augment"}
+# the search spaces, each registered in facenar.search.spaces with the options only it reads
+SPACES = Registry("search space", modules=("facenar.search.spaces",))
+# every task's search presets: the face task's "paper" / "demo", others' "<task>-paper" / "<task>-demo"
+PRESETS: dict[str, dict] = task_presets("search")
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
 SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
 _COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              pretrain_epochs=_COUNT0, t0=number(float, min=1), t_mult=number(float, min=1),
-              lr=number(float, gt=0), lr_min=number(float, min=0), momentum=number(float, gt=0, lt=1),
-              weight_decay=number(float, min=0), batch_size=_COUNT, steps_per_epoch=_COUNT0,
-              scale=number(float, gt=0), m2=number(float, min=0), controller_steps=_COUNT,
+RANGES = dict(SHARED_RANGES, pretrain_epochs=_COUNT0, steps_per_epoch=_COUNT0, controller_steps=_COUNT,
               controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
               baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
               val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
-              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0,
-              layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
-              skip_target=number(float, gt=0, lt=1))
+              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), layers=number(int, min=2),
+              channels=number(int, min=2), skip_weight=number(float, min=0), skip_target=number(float, gt=0, lt=1))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
@@ -82,7 +52,7 @@ class SearchConfig(RunConfig):
     OLD_NAMES = {"lr_max": "lr", "margin_s": "scale", "margin_m": "m2"}
     RANGES, SOURCES, FLAGS = RANGES, SOURCES, {"m2": "--margin-m2"}
 
-    task: str = "face"
+    task: str = DEFAULT_TASK
     data: str = ""
     backbone: str = "iresnet50"
     width: float = 1.0
@@ -90,7 +60,7 @@ class SearchConfig(RunConfig):
     embedding_size: int = 512
     ops: list[str] = field(default_factory=lambda: list(PAPER_OPS))
     granularity: str = "block"
-    space: str = "nar"                   # nar | enas (ENAS's macro space: the options below)
+    space: str = "nar"                   # a registered search space (SPACES); enas reads the options below
     layers: int = 12                     # enas: layers L
     channels: int = 36                   # enas: channels C
     skip_weight: float = 0.8             # enas: ENAS's skip penalty weight, 0 = off (the paper's Fig. 1)
@@ -132,9 +102,9 @@ class SearchConfig(RunConfig):
 
     def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
-        unknown = [name for name in self.ops if name not in OPS]
+        unknown = [name for name in self.ops if name not in space_ops("nar")]
         if unknown:
-            raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(OPS)}")
+            raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(space_ops('nar'))}")
         if len(self.ops) < 2 or len(set(self.ops)) != len(self.ops):
             raise UserError(f"--ops needs at least two distinct operators, got {','.join(self.ops)}")
         if self.backbone not in BACKBONES or self.granularity not in GRANULARITIES:
@@ -150,17 +120,9 @@ class SearchConfig(RunConfig):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
         if self.cost == "macs" and (self.target_latency or self.latency_table):
             raise UserError("--target-latency / --latency-table need --cost latency")
-        if self.space not in ("nar", "enas"):
-            raise UserError(f"--space must be nar or enas, got {self.space!r}")
-        if self.space == "enas":
-            self._check_enas()
-
-    def _check_enas(self) -> None:
-        if self.channels % 2:
-            raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
-                            f"two), got {self.channels}")
-        if self.target_macs or self.cost == "latency":
-            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
+        if self.space not in SPACES:
+            raise UserError(f"--space must be {' or '.join(SPACES)}, got {self.space!r}")
+        SPACES.get(self.space).check_config(self)
 
 
 def search_space(cfg: SearchConfig):
@@ -171,15 +133,10 @@ def search_space(cfg: SearchConfig):
                 cfg.input_size, cfg.embedding_size, cfg.granularity)
 
 
-# options that belong to one search space only: giving one with the other space is an error
-SPACE_OPTIONS = {"nar": ("backbone", "width", "embedding_size", "ops", "granularity"),
-                 "enas": ("layers", "channels", "skip_weight", "skip_target")}
-
-
 def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
-    """Refuse options of the other search space (they would silently do nothing)."""
-    for space, names in SPACE_OPTIONS.items():
-        given = [f"--{name.replace('_', '-')}" for name in names if name in explicit]
+    """Refuse options of another search space (they would silently do nothing)."""
+    for space in SPACES:
+        given = [f"--{name.replace('_', '-')}" for name in SPACES.get(space).options if name in explicit]
         if space != cfg.space and given:
             raise UserError(f"{', '.join(given)}: only for --space {space}, but this search uses --space "
                             f"{cfg.space}; drop the option or pass --space {space}")
@@ -195,10 +152,11 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         from facenar.rundir import read_run_config
 
         stored = read_run_config(resume)
-        check_task_options(explicit.get("task") or stored.get("task", "face"), explicit, FACE_ONLY)
+        check_task_options(explicit.get("task") or stored.get("task", DEFAULT_TASK), explicit, "search",
+                           SearchConfig.flag)
         return check_space_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
-    task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", "face")
-    check_task_options(task, explicit, FACE_ONLY)
+    task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", DEFAULT_TASK)
+    check_task_options(task, explicit, "search", SearchConfig.flag)
     if not preset and not explicit.get("data"):
         given = [SearchConfig.flag(k) for k in SPACE_KEYS if k in explicit]
         if given:
@@ -207,12 +165,8 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
                             f"space ({demo}); choose the preset explicitly: --preset demo to change the demo's "
                             "space, or --preset paper for the paper's settings")
     preset = preset_key(task, preset or ("paper" if explicit.get("data") else "demo"))
-    if PRESETS.get(preset, {}).get("task", "face") != task:
+    if PRESETS.get(preset, {}).get("task", DEFAULT_TASK) != task:
         raise UserError(f"--preset {preset} is a preset of another task than --task {task}")
-    if not explicit.get("data") and task == "face":
-        from data_tools.proxy import ensure_demo_proxy
-
-        explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
-    elif not explicit.get("data"):
-        explicit["data"] = str(Path(get_task(task).default_data()).resolve())
+    if not explicit.get("data"):
+        explicit["data"] = str(Path(get_task(task).default_search_data()).resolve())
     return check_space_options(explicit, SearchConfig.resolve(explicit, preset))

@@ -18,14 +18,15 @@ from pathlib import Path
 
 import torch
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
-from facenar.checkpoint import (capture_rng, load_checkpoint, restore_rng, restoring, save_checkpoint, seed_everything,
-                                to_cpu)
+from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
+                                restoring, resume_file, save_checkpoint, seed_everything, to_cpu)
 from facenar.config import format_differences
-from facenar.rundir import RunDir
+from facenar.rundir import RunDir, default_run_folder
 from facenar.schedule import set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
 from facenar.search.spaces import make_space
@@ -33,13 +34,11 @@ from facenar.search.reward import RewardModel, latency_model
 from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
 from facenar.tasks import get_task
 
-CHECKPOINT = "checkpoint.pt"
 ARCH_JSON = "arch.json"
-CHECKPOINT_FORMAT = "facenar-search-v1"
 PLOT_EVERY = 5  # epochs; plots are also drawn at the end and when stopping
 
 
-class NarSearch:
+class SearchEngine:
     """A search bound to a run directory; `run()` trains (or resumes) and derives the architecture."""
 
     def __init__(self, cfg: SearchConfig, run: RunDir, ctx: DistContext, workers: int = 0,
@@ -55,7 +54,7 @@ class NarSearch:
                                      self.data.num_classes).to(self.device)
         self.loss = task.search_loss(cfg)
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
-        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+        self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay)
         self.controller = self.space.controller()
         self.trainer = Reinforce(self.controller, lr=cfg.controller_lr, baseline_decay=cfg.baseline_decay,
@@ -163,22 +162,23 @@ class NarSearch:
 
     # ----- checkpoint ------------------------------------------------------------------------
     def save(self) -> None:
-        payload = {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "best": self.best,
+        payload = {"format": SEARCH_FORMAT, "epoch": self.epoch, "best": self.best,
                    "supernet": self.supernet.state_dict(), "head": self.head.state_dict(),
                    "optimizer": self.optimizer.state_dict(), "reinforce": self.trainer.state_dict(),
                    "arch_gen": self.arch_gen.get_state(), "val_gen": self.val_gen.get_state(),
                    "rng": capture_rng()}
         if self.scaler is not None:
             payload["scaler"] = self.scaler.state_dict()
-        save_checkpoint(self.run_dir.path / CHECKPOINT, payload)
+        save_checkpoint(self.run_dir.path / LAST, payload)
+        (self.run_dir.path / OLD_SEARCH_LAST).unlink(missing_ok=True)  # upgraded: last.pt supersedes it
 
     def load(self) -> None:
-        path = self.run_dir.path / CHECKPOINT
+        path = resume_file(self.run_dir.path)
         if not path.is_file():
-            raise UserError(f"--resume {self.run_dir.path}: no {CHECKPOINT} there (the run stopped before its "
+            raise UserError(f"--resume {self.run_dir.path}: no {LAST} there (the run stopped before its "
                             "first epoch ended); start it again with --out (the folder is reused)")
         state = load_checkpoint(path, map_location=self.device)
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        if not isinstance(state, dict) or state.get("format") != SEARCH_FORMAT:
             raise UserError(f"{path} is not a facenar search checkpoint")
         with restoring(path):
             self.supernet.load_state_dict(state["supernet"])
@@ -271,14 +271,15 @@ class NarSearch:
         return arch
 
 
-def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
+def run_search(cfg: SearchConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
                stop_after_epochs: int | None = None):
-    """Join torchrun's group (if any), resolve the config and run directory on rank 0, search."""
-    ctx = init_distributed(device)
+    """Search with a resolved config (the CLI resolves it, as for training): join torchrun's group (if any),
+    check the inputs and open the run directory on rank 0 (`out` None: runs/search-<time>), search."""
+    ctx = init_distributed(cfg.device)
     try:
         config, data = None, None
+        out = out or broadcast_object(default_run_folder("search"), ctx)
         if ctx.is_main:
-            cfg = make_config()
             data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
             data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
             if cfg.cost == "latency":
@@ -292,7 +293,7 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         config, out = broadcast_object((config, str(out)), ctx)
         cfg = SearchConfig(**config)
         workers = (4 if ctx.device.type == "cuda" else 0) if cfg.workers is None else cfg.workers
-        engine = NarSearch(cfg, RunDir(out), ctx, workers, data)
+        engine = SearchEngine(cfg, RunDir(out), ctx, workers, data)
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
         shutdown(ctx)

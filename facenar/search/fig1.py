@@ -14,8 +14,10 @@ import io
 from pathlib import Path
 from typing import Sequence
 
-from data_tools.cli import UserError, read_json, run_cli
-from data_tools.textinput import read_text
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
+from facenar_runtime.textinput import read_text
 from facenar.search.spaces import SKIP_COLUMNS
 
 CSV_COLUMNS = ["run", "skip_weight", "epoch", *SKIP_COLUMNS]
@@ -45,7 +47,7 @@ def label(rows: list[dict]) -> str:
 
 def plot_fig1(run_dirs: Sequence[str | Path], out: str | Path, out_csv: str | Path) -> list[dict]:
     """Draw KL(p_skip || 0.5) and the mean skip probability per epoch; return (and write) the numbers."""
-    from data_tools.atomic import atomic_open, atomic_path
+    from facenar_runtime.atomic import atomic_open, atomic_path
 
     import matplotlib
 
@@ -76,7 +78,7 @@ def plot_fig1(run_dirs: Sequence[str | Path], out: str | Path, out_csv: str | Pa
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from data_tools.outputs import check_outputs
+    from facenar_runtime.outputs import check_outputs
 
     p = argparse.ArgumentParser(prog="python -m facenar.search.fig1", description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="search run directories (--space enas)")

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from facenar.search.controller import Sample
-from facenar.space.macro import MACRO_OPS, num_codes
+from facenar.space.macro import ENAS_CANDIDATES, num_codes
 
 PickOp = Callable[[torch.Tensor, int], torch.Tensor]  # (log-probs [M, ops], code position) -> [M]
 PickSkips = Callable[[torch.Tensor, int], torch.Tensor]  # (p [M, k], first code position) -> [M, k] in {0, 1}
@@ -48,7 +48,7 @@ def bernoulli_kl(p: torch.Tensor, target: float) -> torch.Tensor:
 class MacroController(nn.Module):
     """LSTM policy over ENAS macro architectures; same interface as facenar.search.controller.Controller."""
 
-    def __init__(self, num_layers: int, num_ops: int = len(MACRO_OPS), hidden_size: int = 64,
+    def __init__(self, num_layers: int, num_ops: int = len(ENAS_CANDIDATES), hidden_size: int = 64,
                  tanh_constant: float | None = 1.5, temperature: float | None = None,
                  skip_target: float = 0.4, skip_weight: float = 0.8, init_range: float = 0.3):
         super().__init__()

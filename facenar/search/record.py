@@ -96,7 +96,7 @@ class SearchRecord:
 
 
 def _save(fig, path: Path) -> None:
-    from data_tools.atomic import atomic_path
+    from facenar_runtime.atomic import atomic_path
 
     import matplotlib.pyplot as plt
 

@@ -8,7 +8,7 @@ from functools import lru_cache
 
 import torch
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 EVAL_CHUNK = 256
 

@@ -14,19 +14,25 @@ from __future__ import annotations
 
 import torch
 
-from facenar.search.config import SearchConfig, search_space
+from facenar_runtime.errors import UserError
+from facenar.search.config import SPACES, SearchConfig, search_space
 from facenar.search.controller import Controller, uniform_entropy
 
-SPACES = ("nar", "enas")
 SKIP_COLUMNS = ("skip_prob", "skip_kl_half")  # mean over the epoch's controller steps (Fig. 1)
 
 
+@SPACES.register("nar", summary="one op per iresnet slot (the paper's NAR)")
 class NarSpace:
     """NAR: a fixed iresnet whose slots each pick one candidate operator (skips fixed by the backbone)."""
 
     name = "nar"
     slot_name = "slot"
     extra_columns: tuple[str, ...] = ()
+    options = ("backbone", "width", "embedding_size", "ops", "granularity")  # settings only this space reads
+
+    @staticmethod
+    def check_config(cfg: SearchConfig) -> None:
+        """The space's own checks of a search config (the shared ones are SearchConfig.check)."""
 
     def __init__(self, cfg: SearchConfig):
         self.cfg = cfg
@@ -80,19 +86,29 @@ class NarSpace:
         return arch, format_stats(arch_stats(arch))
 
 
+@SPACES.register("enas", summary="ENAS's macro space with searchable skips")
 class EnasSpace:
     """ENAS's macro space (L layers, C channels): codes are ENAS's flat arc format (ops and skip bits)."""
 
     name = "enas"
     slot_name = "layer"
     extra_columns = SKIP_COLUMNS
+    options = ("layers", "channels", "skip_weight", "skip_target")
+
+    @staticmethod
+    def check_config(cfg: SearchConfig) -> None:
+        if cfg.channels % 2:
+            raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
+                            f"two), got {cfg.channels}")
+        if cfg.target_macs or cfg.cost == "latency":
+            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
 
     def __init__(self, cfg: SearchConfig):
-        from facenar.space.macro import MACRO_OPS, num_codes
+        from facenar.space.macro import ENAS_CANDIDATES, num_codes
 
         self.cfg = cfg
         self.template = None  # no cost-aware reward in this space (SearchConfig.check refuses it)
-        self.num_slots, self.candidates = num_codes(cfg.layers), list(MACRO_OPS)
+        self.num_slots, self.candidates = num_codes(cfg.layers), list(ENAS_CANDIDATES)
         self.feature_size = cfg.channels
 
     def supernet(self):
@@ -166,4 +182,4 @@ class EnasSpace:
 
 
 def make_space(cfg: SearchConfig):
-    return EnasSpace(cfg) if cfg.space == "enas" else NarSpace(cfg)
+    return SPACES.get(cfg.space)(cfg)

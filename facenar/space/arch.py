@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import Sequence
 from pathlib import Path
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, read_json
-from facenar.space.ops import OPS, PAPER_OPS
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
+from facenar.space.ops import PAPER_OPS, space_ops
 
 # Blocks per stage: IR blocks (insightface iresnet) or BasicBlocks (He et al.'s ResNet, torchvision);
 # stage widths are 64/128/256/512 times `width`.
@@ -101,9 +102,9 @@ class Arch:
 
     def _validate(self) -> None:
         expected = num_slots(self.backbone, self.granularity)
-        unknown = [c for c in self.candidates if c not in OPS]
+        unknown = [c for c in self.candidates if c not in space_ops("nar")]
         if unknown or not self.candidates:
-            raise UserError(f"unknown operator(s) {unknown} in candidates; known: {', '.join(OPS)}")
+            raise UserError(f"unknown operator(s) {unknown} in candidates; known: {', '.join(space_ops('nar'))}")
         if len(set(self.candidates)) != len(self.candidates):
             raise UserError(f"candidates list repeats an operator: {self.candidates}")
         if len(self.codes) != expected:

@@ -14,34 +14,15 @@ no counting convention lands on Table 4's MACs, see facenar.space.resnet.CONVENT
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import lru_cache
 
 import torch
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from facenar.space.arch import Arch
+from facenar.space.counting import CostReport, count_macs, count_params
 from facenar.space.networks import build_child, conv_sites
 from facenar.space.ops import build_op
-
-
-@dataclass
-class CostReport:
-    params: int
-    macs: int
-    per_slot: list[dict] = field(default_factory=list)
-
-
-def count_macs(module: nn.Module, input_shape: tuple[int, ...]) -> int:
-    """Multiply-adds of one forward pass of `module` (built on the meta device) on one input."""
-    with torch.device("meta"), FlopCounterMode(display=False) as counter:
-        module.eval()(torch.empty(input_shape))  # eval: BN1d accepts a batch of one
-    return counter.get_total_flops() // 2
-
-
-def count_params(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 @lru_cache(maxsize=4096)

@@ -21,7 +21,8 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from data_tools.cli import UserError, read_json
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 from facenar.space.arch import Arch
 from facenar.space.networks import build_child, conv_sites
 from facenar.space.ops import PAPER_OPS, build_op

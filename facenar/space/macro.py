@@ -23,37 +23,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, read_json
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.errors import UserError
+from facenar_runtime.textinput import read_json
 from facenar.space.arch import check_json_object, dumps
-from facenar.space.cost import count_macs, count_params
+from facenar.space.counting import count_macs, count_params
+from facenar.space.ops import build_enas_op
 
-# ENAS's branch order (general_child: conv3, sep3, conv5, sep5, avg, max); codes index this.
-MACRO_OPS = ("conv3x3", "sepconv3x3", "conv5x5", "sepconv5x5", "avgpool3x3", "maxpool3x3")
+# the space's candidates (operators of facenar.space.ops) in ENAS's branch order (general_child: conv3,
+# sep3, conv5, sep5, avg, max); codes index this
+ENAS_CANDIDATES = ("conv3x3", "sepconv3x3", "conv5x5", "sepconv5x5", "avgpool3x3", "maxpool3x3")
 SPACE = "enas_macro"
 FIELDS = ("space", "ops", "skips", "codes", "channels", "input_size", "num_classes", "provenance")
-
-
-def _conv_bn_relu(cin: int, cout: int, kernel: int) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
-
-
-def build_macro_op(name: str, channels: int) -> nn.Module:
-    """ENAS's branches: 1x1 conv-BN-ReLU, then a kxk (separable) conv-BN-ReLU or a 3x3 stride-1 pool."""
-    head = _conv_bn_relu(channels, channels, 1)
-    kernel = 5 if "5x5" in name else 3
-    if name in ("conv3x3", "conv5x5"):
-        tail = _conv_bn_relu(channels, channels, kernel)
-    elif name in ("sepconv3x3", "sepconv5x5"):  # depthwise then pointwise, one BN (TF separable_conv2d)
-        tail = [nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False),
-                *_conv_bn_relu(channels, channels, 1)]
-    elif name == "avgpool3x3":  # TF "SAME" average pooling divides by the real pixels only
-        tail = [nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)]
-    elif name == "maxpool3x3":
-        tail = [nn.MaxPool2d(3, stride=1, padding=1)]
-    else:
-        raise ValueError(f"unknown macro operator {name!r}; known: {', '.join(MACRO_OPS)}")
-    return nn.Sequential(*head, *tail)
 
 
 class FactorizedReduction(nn.Module):
@@ -81,7 +62,7 @@ def num_codes(num_layers: int) -> int:
 
 
 def split_codes(codes: Sequence[int], num_layers: int,
-                num_ops: int = len(MACRO_OPS)) -> tuple[list[int], list[list[int]]]:
+                num_ops: int = len(ENAS_CANDIDATES)) -> tuple[list[int], list[list[int]]]:
     """Flat ENAS codes -> (op code per layer, skip bits per layer); ValueError on a malformed list."""
     codes = [int(c) for c in codes]
     if len(codes) != num_codes(num_layers):
@@ -104,7 +85,7 @@ def join_codes(ops: Sequence[int], skips: Sequence[Sequence[int]]) -> list[int]:
 
 def random_codes(num_layers: int, count: int, generator: torch.Generator | None = None) -> list[list[int]]:
     """`count` uniform architectures (ops uniform, each skip a fair coin): PreTrain's sampler."""
-    ops = torch.randint(0, len(MACRO_OPS), (count, num_layers), generator=generator).tolist()
+    ops = torch.randint(0, len(ENAS_CANDIDATES), (count, num_layers), generator=generator).tolist()
     bits = torch.randint(0, 2, (count, num_codes(num_layers) - num_layers), generator=generator).tolist()
     return [join_codes(row, [flat[k * (k - 1) // 2:k * (k + 1) // 2] for k in range(num_layers)])
             for row, flat in zip(ops, bits)]
@@ -143,9 +124,9 @@ class MacroArch:
     def _validate(self) -> None:
         if not isinstance(self.ops, list) or not self.ops or not all(isinstance(o, str) for o in self.ops):
             raise UserError("'ops' must be a non-empty list of operator names")
-        unknown = sorted({o for o in self.ops if o not in MACRO_OPS})
+        unknown = sorted({o for o in self.ops if o not in ENAS_CANDIDATES})
         if unknown:
-            raise UserError(f"unknown macro operator(s) {unknown}; known: {', '.join(MACRO_OPS)}")
+            raise UserError(f"unknown macro operator(s) {unknown}; known: {', '.join(ENAS_CANDIDATES)}")
         if not isinstance(self.skips, list) or len(self.skips) != len(self.ops):
             raise UserError(f"'skips' must be a list with one row per layer ({len(self.ops)})")
         for layer, row in enumerate(self.skips):
@@ -167,7 +148,7 @@ class MacroArch:
 
     @property
     def codes(self) -> list[int]:
-        return join_codes([MACRO_OPS.index(o) for o in self.ops], self.skips)
+        return join_codes([ENAS_CANDIDATES.index(o) for o in self.ops], self.skips)
 
     @property
     def skip_density(self) -> float:
@@ -181,7 +162,7 @@ class MacroArch:
             ops, skips = split_codes(codes, num_layers)
         except ValueError as exc:
             raise UserError(str(exc)) from None
-        return cls([MACRO_OPS[o] for o in ops], skips, **space)
+        return cls([ENAS_CANDIDATES[o] for o in ops], skips, **space)
 
     def to_dict(self) -> dict:
         return {"space": SPACE, "ops": list(self.ops), "skips": [list(r) for r in self.skips], "codes": self.codes,
@@ -254,14 +235,14 @@ class _MacroNet(nn.Module):
 class MacroSupernet(_MacroNet):
     """Every layer holds all six ops (shared weights, ENAS); forward(images, codes) runs one path."""
 
-    num_ops = len(MACRO_OPS)
+    num_ops = len(ENAS_CANDIDATES)
 
     def __init__(self, num_layers: int, channels: int = 36, num_classes: int = 10, input_size: int = 32,
                  dropout: float = 0.0):
-        MacroArch([MACRO_OPS[0]] * num_layers, [[0] * k for k in range(num_layers)], channels, input_size,
+        MacroArch([ENAS_CANDIDATES[0]] * num_layers, [[0] * k for k in range(num_layers)], channels, input_size,
                   num_classes)  # same checks and messages as an architecture file
         self.input_size = input_size
-        layers = [nn.ModuleList(build_macro_op(name, channels) for name in MACRO_OPS) for _ in range(num_layers)]
+        layers = [nn.ModuleList(build_enas_op(name, channels) for name in ENAS_CANDIDATES) for _ in range(num_layers)]
         every = [(p, n) for p in pool_layers(num_layers) for n in range(p + 2)]
         super().__init__(num_layers, channels, num_classes, dropout, layers, every)
 
@@ -286,10 +267,10 @@ class MacroChild(_MacroNet):
 
     def __init__(self, arch: MacroArch, dropout: float = 0.0):
         self.arch = arch
-        layers = [build_macro_op(name, arch.channels) for name in arch.ops]
+        layers = [build_enas_op(name, arch.channels) for name in arch.ops]
         super().__init__(arch.num_layers, arch.channels, arch.num_classes, dropout, layers,
                          needed_reductions(arch.skips, arch.num_layers))
-        self._codes = [MACRO_OPS.index(o) for o in arch.ops]
+        self._codes = [ENAS_CANDIDATES.index(o) for o in arch.ops]
 
     def _op(self, layer: int, code: int) -> nn.Module:
         return self.layers[layer]
@@ -310,7 +291,7 @@ def child_from_supernet(supernet: MacroSupernet, arch: MacroArch) -> MacroChild:
     for key in child.state_dict():
         if key.startswith("layers."):
             _, layer, rest = key.split(".", 2)
-            key_in_supernet = f"layers.{layer}.{MACRO_OPS.index(arch.ops[int(layer)])}.{rest}"
+            key_in_supernet = f"layers.{layer}.{ENAS_CANDIDATES.index(arch.ops[int(layer)])}.{rest}"
         else:
             key_in_supernet = key
         state[key] = source[key_in_supernet]

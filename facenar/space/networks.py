@@ -11,16 +11,9 @@ from torch import nn
 
 from facenar.space import iresnet, resnet
 from facenar.space.arch import family
-from facenar.space.iresnet import ConvSite, OpFactory
+from facenar.space.iresnet import ConvSite
 
 MODULES = {"iresnet": iresnet, "resnet": resnet}
-NETWORKS: dict[str, type[nn.Module]] = {"iresnet": iresnet.IResNet, "resnet": resnet.ResNet}
-
-
-def build_network(backbone: str, make_op: OpFactory, width: float = 1.0, input_size: int = 112,
-                  embedding_size: int = 512, granularity: str = "block", dropout: float = 0.0) -> nn.Module:
-    """The family's skeleton with `make_op`'s module at every conv site."""
-    return NETWORKS[family(backbone)](backbone, make_op, width, input_size, embedding_size, granularity, dropout)
 
 
 def build_child(arch, dropout: float = 0.0) -> nn.Module:

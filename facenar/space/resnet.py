@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from facenar.space.arch import BACKBONES, GRANULARITIES, STAGE_WIDTHS, family, feature_size, num_slots, scale_channels
+from facenar.space.counting import CostReport, count_macs, count_params
 from facenar.space.iresnet import BN_EPS, BlockSpec, ConvSite, OpFactory, add_stages, fixed_ops
 from facenar.space.ops import PAPER_OPS
 
@@ -183,12 +184,10 @@ def _pooling_ops(model: ResNet, input_size: int) -> int:
 def resnet_cost(codes, granularity: str = "block", input_size: int = 224, num_classes: int = 1000,
                 convention: str = "torch", width: float = 1.0, candidates=None, stem: str | None = None,
                 backbone: str = "resnet18"):
-    """Parameters and multiply-adds (a facenar.space.cost.CostReport) of a ResNet child plus a
+    """Parameters and multiply-adds (a facenar.space.counting.CostReport) of a ResNet child plus a
     Linear(feature -> num_classes) classifier (none if num_classes is 0), counted on the meta device.
     Parameters always include BN and the classifier; `convention` only changes the MAC count.
     """
-    from facenar.space.cost import CostReport, count_macs, count_params  # here: facenar.space.cost will import this module
-
     if convention not in CONVENTIONS:
         raise ValueError(f"unknown convention {convention!r}; known: {', '.join(CONVENTIONS)}")
     candidates = list(PAPER_OPS if candidates is None else candidates)

@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 from facenar.space.arch import Arch, family, num_slots
 from facenar.space.iresnet import IResNet
 from facenar.space.networks import build_child

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from data_tools.cifar import default_holdout, holdout_split, load_cifar10
+from data_tools.cifar import CIFAR10, CifarLayout, default_holdout, holdout_split, load_cifar
 from data_tools.imagefolder import (ImageSplit, decode_image, jpeg_size, read_image_bytes, reduction,
                                     scan_imagefolder)
 
@@ -38,8 +38,10 @@ def normalise(image: np.ndarray, mean, std) -> torch.Tensor:
 class CifarImages(Dataset):
     """(normalised image, label) from [N, 32, 32, 3] uint8 arrays, optionally pad-crop-flip augmented."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], augment: bool, pad: int = 4):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, classes: tuple[str, ...], augment: bool, pad: int = 4,
+                 mean=CIFAR10_MEAN, std=CIFAR10_STD):
         self.images, self.labels, self.classes, self.augment, self.pad = images, labels, classes, augment, pad
+        self.mean, self.std = mean, std
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -57,26 +59,26 @@ class CifarImages(Dataset):
             image = padded[top:top + side, left:left + side]
             if np.random.random() < 0.5:
                 image = image[:, ::-1]
-        return normalise(image, CIFAR10_MEAN, CIFAR10_STD), int(self.labels[index])
+        return normalise(image, self.mean, self.std), int(self.labels[index])
 
 
-def open_cifar10(source: str | os.PathLike | None, split: str, *, seed: int = 0,
-                 holdout: int | None = None) -> CifarImages:
-    """One split: `train` (all 5 training batches), `search_train` / `search_val` (the seeded
-    hold-out of the training batches, default 5,000 of 50,000), `test` (test_batch, final evaluation only).
-    No source: the synthetic demo data."""
+def open_cifar(source: str | os.PathLike | None, split: str, *, seed: int = 0, holdout: int | None = None,
+               layout: CifarLayout = CIFAR10, mean=CIFAR10_MEAN, std=CIFAR10_STD) -> CifarImages:
+    """One split: `train` (all training batches), `search_train` / `search_val` (the seeded hold-out of the
+    training batches, default 5,000 of 50,000), `test` (final evaluation only), normalised with the given
+    per-channel statistics. No source: the layout's synthetic demo data."""
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")
     if source is None:
         from data_tools.cifar_demo import ensure_demo_cifar
-        source = ensure_demo_cifar()
-    data = load_cifar10(source, "test" if split == "test" else "train")
+        source = ensure_demo_cifar(layout)
+    data = load_cifar(source, "test" if split == "test" else "train", layout)
     images, labels = data.images, data.labels
     if split.startswith("search_"):
         kept, held = holdout_split(len(labels), default_holdout(len(labels)) if holdout is None else holdout, seed)
         rows = kept if split == "search_train" else held
         images, labels = images[rows], labels[rows]
-    return CifarImages(images, labels, data.classes, augment=split in ("train", "search_train"))
+    return CifarImages(images, labels, data.classes, augment=split in ("train", "search_train"), mean=mean, std=std)
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,7 +90,7 @@ def _scanned(root: str):
 
 def open_imagefolder(root: str | os.PathLike, split: str, *, size: int = 224, seed: int = 0,
                      holdout: int | None = None) -> "FolderImages":
-    """The splits of open_cifar10 for an ImageFolder tree: `train` (train/), `search_train` /
+    """The splits of open_cifar for an ImageFolder tree: `train` (train/), `search_train` /
     `search_val` (a seeded hold-out of train/), `test` (val/, final evaluation only)."""
     if split not in CIFAR_SPLITS:
         raise ValueError(f"split must be one of {CIFAR_SPLITS}, not {split!r}")

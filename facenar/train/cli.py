@@ -7,13 +7,13 @@ Resume:          python -m facenar.train --resume RUN_DIR   (the run keeps its s
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 from typing import Sequence
 
-from data_tools.cli import UserError
-from facenar.rundir import read_run_config
-from facenar.config import HELP_EPILOG, help_default
-from facenar.tasks import TASKS
+from facenar.rundir import read_run_config, run_folder
+from facenar.config import HELP_EPILOG, add_option
+from facenar.tasks.base import TASKS, task_help
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
 
@@ -24,18 +24,13 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Train a face-recognition network (ArcFace, Partial FC, DDP).",
                                 epilog=HELP_EPILOG)
 
-    def add(flag: str, text: str = "", *aliases: str, **kw):
-        name = kw.pop("dest", flag.lstrip("-").replace("-", "_"))
-        kw.setdefault("type", TrainConfig.RANGES.get(name))  # a numeric option's range, declared once
-        p.add_argument(flag, *aliases, dest=name, help=help_default(TrainConfig, name, text), **kw)
+    add = functools.partial(add_option, p, config=TrainConfig)
 
     add("--arch", "architecture JSON (e.g. from facenar.search); default: the baseline of --backbone, "
                   "i.e. weights/archs/iresnet50_baseline.json", dest="arch_file", metavar="FILE.json")
     add("--backbone", "baseline backbone when no --arch")
-    add("--task", "face, cifar10 (CIFAR-10 python batches) or imagenet (ImageFolder train/, val/)", choices=TASKS)
-    add("--data", "emore folder (train.rec/idx, property, *.bin); --task cifar10: cifar-10-python.tar.gz or "
-                  "cifar-10-batches-py/; --task imagenet: ImageFolder root; default: the task's demo data",
-        metavar="DIR")
+    add("--task", task_help(), choices=TASKS.names())
+    add("--data", f"{task_help('train_data_help')}; default: the task's demo data", metavar="DIR")
     p.add_argument("--out", metavar="RUN_DIR", help="run directory (default runs/train-<timestamp>)")
     p.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue RUN_DIR from its last.pt")
@@ -82,14 +77,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = vars(build_parser().parse_args(argv))
     force = args.pop("force", False)
     out, resume, preset = args.pop("out", None), args.pop("resume", None), args.pop("preset", None)
+    out = run_folder(out, resume)
     if resume:
-        if out:
-            raise UserError("--resume continues RUN_DIR with its stored options; drop --out")
         args.setdefault("max_steps", None)  # a stored --max-steps was the stop just resumed from
         cfg = resolve_config(args, preset, stored=read_run_config(resume), where=resume)
     else:
         cfg = resolve_config(args, preset=preset)
-    summary = train(cfg, out=resume or out, resume=bool(resume), force=force)
+    summary = train(cfg, out=out, resume=bool(resume), force=force)
     if os.environ.get("RANK", "0") == "0":
         print(format_summary(summary))
     return 0

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from data_tools.cli import UserError, number
-from facenar.config import RunConfig, preset_key, task_presets
+from facenar_runtime.cli import number
+from facenar_runtime.errors import UserError
+from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.space.arch import Arch
-from facenar.tasks import check_task_options
+from facenar.tasks.base import TASKS, check_task_options, task_presets
 from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
 
@@ -18,23 +19,14 @@ from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
 # architecture choices a preset makes for its own baseline network
 ARCH_KEYS = ("backbone", "width", "input_size", "embedding_size")
-# A tiny CPU-sized network and schedule that learns the demo data in a few minutes; "paper" = the defaults.
-# No dropout there: a net this small on 2 epochs underfits, and the demo runs stay as they were.
-PRESETS = {
-    "paper": {},
-    "demo": dict(backbone="iresnet18", width=0.125, input_size=56, embedding_size=128, epochs=2,
-                 batch_size=64, t0=2, log_every=20, checkpoint_every=200, workers=1, dropout=0.0),
-}
+# every task's training presets: the face task's "paper" / "demo", others' "<task>-paper" / "<task>-demo"
+PRESETS = task_presets("train")
 # --lr-scale linear: lr x global batch / this (ArcFace's batch: 4 GPUs x 128)
 REFERENCE_BATCH = 512
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0), t0=_COUNT, t_mult=_COUNT,
-              momentum=number(float, min=0, lt=1), weight_decay=number(float, min=0), m1=number(float, gt=0),
-              m2=number(float), m3=number(float), scale=number(float, gt=0), sample_rate=number(float, gt=0, max=1),
-              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), seed=_COUNT0,
-              workers=_COUNT0, verify_every=_COUNT0, verify_batch=_COUNT, checkpoint_every=_COUNT,
-              log_every=_COUNT, max_steps=_COUNT)
+_COUNT = number(int, min=1)
+RANGES = dict(SHARED_RANGES, m1=number(float, gt=0), m3=number(float, min=0), sample_rate=number(float, gt=0, max=1),
+              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), verify_every=number(int, min=0),
+              verify_batch=_COUNT, checkpoint_every=_COUNT, log_every=_COUNT, max_steps=_COUNT)
 # where each default comes from: the NAR paper, ArcFace (Deng et al., LResNet50E-IR on MS1M), insightface's
 # arcface_torch (its training scripts), or ours (engineering choices the papers do not make)
 SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch_size="ArcFace", lr="paper",
@@ -43,32 +35,6 @@ SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch
                sample_rate="arcface_torch", amp="ours", grad_clip="arcface_torch", augment="ArcFace", seed="ours",
                workers="ours", device="ours", verify_every="ours", verify_batch="ours", bench="ArcFace",
                checkpoint_every="ours", log_every="ours")
-# Classification presets (--task cifar10 / imagenet). cifar10 paper: SGD 0.9, wd 5e-4, batch 128, SGDR
-# T0=10, T_mult=2 over 150 epochs (cycles 10+20+40+80 end together). imagenet paper: the standard
-# ResNet-18 recipe with one 90-epoch cosine (SGDR T0=90, no restart) instead of step decay; batch 256
-# per process, i.e. pass --batch-size 256/N to N processes. Demo: CPU-sized, a few minutes on 2 cores;
-# embedding_size = ResNet-18's feature length, 512 x width.
-CLASSIFICATION = dict(grad_clip=0.0, lr_min=0.0)
-TASK_PRESETS = {
-    "cifar10": {
-        "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=32, epochs=150, batch_size=128,
-                      lr=0.1, t0=10, t_mult=2, momentum=0.9, weight_decay=5e-4),
-        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=3,
-                     batch_size=64, lr=0.05, t0=3, t_mult=1, log_every=10, checkpoint_every=200, workers=1),
-    },
-    "imagenet": {
-        "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=224, epochs=90, batch_size=256,
-                      lr=0.1, t0=90, t_mult=1, momentum=0.9, weight_decay=1e-4, workers=8),
-        "demo": dict(CLASSIFICATION, backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2,
-                     batch_size=16, lr=0.05, t0=2, t_mult=1, log_every=4, workers=1),
-    },
-}
-PRESETS.update(task_presets(TASK_PRESETS))
-# options only the face task reads (config key -> flag), refused with another --task
-FACE_ONLY = {"margin": "--margin", "m1": "--margin-m1", "m2": "--margin-m2", "m3": "--margin-m3",
-             "scale": "--scale", "sample_rate": "--sample-rate", "bench": "--bench", "augment": "--augment"}
-
-
 @dataclass
 class TrainConfig(RunConfig):
     """Every option of a training run; stored as RUN_DIR/config.json (plus the resolved architecture)."""
@@ -80,7 +46,7 @@ class TrainConfig(RunConfig):
     RANGES, SOURCES = RANGES, SOURCES
     FLAGS = {"m1": "--margin-m1", "m2": "--margin-m2", "m3": "--margin-m3", "arch_file": "--arch"}
 
-    task: str = "face"
+    task: str = DEFAULT_TASK
     data: str | None = None              # emore folder; None = the built-in demo data
     arch_file: str | None = None         # architecture JSON; None = the baseline of `backbone`
     backbone: str = "iresnet50"
@@ -93,8 +59,8 @@ class TrainConfig(RunConfig):
     lr_min: float = 1e-4
     lr_scale: str = "none"               # linear: lr and lr_min x global batch / REFERENCE_BATCH
     schedule: str = "sgdr"
-    t0: int = 5
-    t_mult: int = 2
+    t0: float = 5
+    t_mult: float = 2
     momentum: float = 0.9
     weight_decay: float = 5e-4
     margin: str = "arcface"
@@ -171,11 +137,13 @@ def resolve_config(explicit: dict, preset: str | None = None, stored: dict | Non
                    where: str = "") -> TrainConfig:
     """RunConfig.resolve, plus: a given --arch keeps its own size (a preset's is for its baseline); another
     task than face takes its own presets (demo without --data) and refuses the face task's options."""
-    task = explicit.get("task") or (stored or {}).get("task") or PRESETS.get(preset or "", {}).get("task", "face")
-    check_task_options(task, explicit, FACE_ONLY)
-    if stored is None and (task != "face" or preset is not None):
+    task = (explicit.get("task") or (stored or {}).get("task")
+            or PRESETS.get(preset or "", {}).get("task", DEFAULT_TASK))
+    check_task_options(task, explicit, "train", TrainConfig.flag)
+    demo_by_default = task in TASKS and TASKS.get(task).train_demo_by_default
+    if stored is None and (demo_by_default or preset is not None):
         preset = preset_key(task, preset or ("paper" if explicit.get("data") else "demo"))
-        if PRESETS.get(preset, {}).get("task", "face") != task:
+        if PRESETS.get(preset, {}).get("task", DEFAULT_TASK) != task:
             raise UserError(f"--preset {preset} is a preset of another task than --task {task}")
     if stored is None and explicit.get("arch_file") and preset in PRESETS:
         base = {k: v for k, v in PRESETS[preset].items() if k not in ARCH_KEYS}

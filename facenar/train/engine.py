@@ -17,22 +17,22 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.space.networks import build_child
-from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, restoring, save_model, seed_everything
+from facenar.checkpoint import (BEST, LAST, gather_rng, load_checkpoint, restore_rng, restoring, save_model,
+                                seed_everything)
 from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
-from facenar.rundir import MetricsCSV, RunDir, read_run_config
+from facenar.rundir import MetricsCSV, RunDir, default_run_folder, read_run_config
 from facenar.schedule import set_lr
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
 from facenar.data import EpochSampler, SeededSamples, make_loader
 
-LAST, BEST = "last.pt", "best.pt"
 
-
-class Engine:
-    """One optimisation step of backbone + task head, and their checkpointable state.
+class TrainStep:
+    """One optimisation step of backbone + task head (the optimizers, scaler, clipping), and their state.
 
     Two SGD optimizers: the backbone's state is identical on every rank; the head's may be sharded
     (Partial FC), so the head itself says what of it goes into a checkpoint.
@@ -96,14 +96,14 @@ def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False,
     ctx = init_distributed(cfg.device)
     try:
         # rank 0's clock names the default run directory, so every rank writes to the same one
-        run_path = Path(out) if out else broadcast_object(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"), ctx)
-        return _TrainingRun(cfg, ctx, run_path, resume, force).loop()
+        run_path = Path(out) if out else broadcast_object(default_run_folder("train"), ctx)
+        return TrainEngine(cfg, ctx, run_path, resume, force).loop()
     finally:
         shutdown(ctx)
 
 
-class _TrainingRun:
-    """One job in a run directory: set up fresh or from last.pt, then loop, log, verify, checkpoint."""
+class TrainEngine:
+    """The training engine: one job in a run directory: set up fresh or from last.pt, then loop, log, verify, checkpoint."""
 
     def __init__(self, cfg: TrainConfig, ctx: DistContext, path: Path, resume: bool, force: bool):
         self.cfg, self.ctx = cfg, ctx
@@ -124,7 +124,7 @@ class _TrainingRun:
         seed_everything(cfg.seed)  # identical initial weights on every rank and every run
         backbone = build_child(self.arch, dropout=cfg.dropout).to(ctx.device)
         head = task.train_head(cfg, self.arch.embedding_size, num_classes, ctx)
-        self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
+        self.engine = TrainStep(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
         self.best, self.best_step, self.verify_step, self.last_figures = -1.0, None, None, None
         self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row

@@ -1,0 +1,1 @@
+"""The verification wing: 10-fold verification metrics on insightface .bin pair files, embeddings, benches."""

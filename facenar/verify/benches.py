@@ -14,8 +14,8 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from data_tools.binfile import load_bin
-from data_tools.cli import UserError
-from data_tools.paths import facenar_home
+from facenar_runtime.errors import UserError
+from facenar_runtime.paths import facenar_home
 from facenar.verify import metrics
 from facenar.verify.embed import OnnxEmbedder, TorchEmbedder, decode_images, embed_images
 

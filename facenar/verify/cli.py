@@ -18,9 +18,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from data_tools.atomic import atomic_open, write_text_atomic
-from data_tools.cli import number
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import atomic_open, write_text_atomic
+from facenar_runtime.cli import number
+from facenar_runtime.outputs import check_outputs
 from facenar.verify import metrics
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)

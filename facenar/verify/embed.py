@@ -17,7 +17,8 @@ import cv2
 import numpy as np
 import torch
 
-from data_tools.cli import UserError, progress
+from facenar_runtime.cli import progress
+from facenar_runtime.errors import UserError
 from facenar.data import decode_image
 
 DEFAULT_INPUT_SIZE = 112

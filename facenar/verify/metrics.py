@@ -16,7 +16,7 @@ import warnings
 
 import numpy as np
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 ACC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)

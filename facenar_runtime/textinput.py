@@ -7,9 +7,10 @@ as it arrives, and refused as soon as it exceeds its size or line-length limit.
 from __future__ import annotations
 
 import codecs
+import json
 import os
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 MiB = 1 << 20
 DEFAULT_MAX_BYTES = 256 * MiB
@@ -67,3 +68,12 @@ def _longest_line(text: str, carried: int, max_line: int, what: str, name: str) 
     if max(lengths) > max_line:
         raise UserError(f"{what} {name} has a line longer than {_size(max_line)}; is it the right file?")
     return lengths[-1]
+
+
+def read_json(path: str | os.PathLike, what: str, hint: str = ""):
+    """A JSON file the user handed us, or one UserError line saying what is wrong with it."""
+    text = read_text(path, what, hint=hint)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it") from None

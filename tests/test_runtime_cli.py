@@ -1,4 +1,5 @@
-"""Issue 10, mechanisms A, C, D: checked numeric options, the error boundary, bounded text input."""
+"""The runtime's CLI boundary: checked numeric options (on every registered command), the error boundary,
+bounded text input."""
 from __future__ import annotations
 
 import argparse
@@ -7,18 +8,13 @@ import importlib
 
 import pytest
 
-from data_tools.cli import (EnvironmentFault, UserError, number, probability, read_json, run_cli,
-                            unchecked_numeric_options, worker_message)
-from data_tools.textinput import read_text
+from facenar_runtime.cli import number, probability, run_cli, unchecked_numeric_options
+from facenar_runtime.errors import EnvironmentFault, UserError, worker_message
+from facenar.commands import COMMANDS
+from facenar_runtime.textinput import read_json, read_text
 
-# Every command line of the project; phase 2 adds the facenar commands (search, train, verify, export, arch ...).
-CLI_MODULES = [
-    "data_tools.make_bin", "data_tools.img2rec", "data_tools.rec2img", "data_tools.make_demo", "data_tools.align",
-    "data_tools.inspect", "facenar.prepare_proxy", "facenar.evaluate", "benchmarks.run", "benchmarks.cost_table",
-    "benchmarks.data_pipeline", "benchmarks.networks", "benchmarks.proxy_split", "benchmarks.search_cost",
-    "benchmarks.verification", "facenar.search.cli", "facenar.train.cli", "facenar.verify.cli", "facenar.export",
-    "facenar.arch",
-]
+# Every command line of the project: the modules of the `facenar` command registry (a new command is covered)
+CLI_MODULES = [COMMANDS.get(name).split(":")[0] for name in COMMANDS]
 
 
 class _Captured(Exception):
@@ -172,7 +168,7 @@ def test_text_limits(tmp_path, content, limits, message):
 
 
 def test_long_line_split_across_chunks_is_still_caught(tmp_path, monkeypatch):
-    monkeypatch.setattr("data_tools.textinput._CHUNK", 16)
+    monkeypatch.setattr("facenar_runtime.textinput._CHUNK", 16)
     path = tmp_path / "in.txt"
     path.write_bytes(b"short\n" + b"c" * 50)
     with pytest.raises(UserError, match="line longer than 40 bytes"):

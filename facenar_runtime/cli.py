@@ -1,80 +1,17 @@
-"""Shared command-line conventions: one `error:` line instead of a traceback, checked numeric
-options, progress bars only on a TTY.
-
-Exit codes: 0 success, 2 a problem the user can fix (bad option, bad or unwritable path, corrupt
-input), 1 a fault of the machine (disk full, I/O error, out of memory), 130 interrupted.
-"""
+"""The command-line boundary: one `error:` line instead of a traceback (exit codes in
+facenar_runtime.errors), checked numeric options, progress bars only on a TTY."""
 from __future__ import annotations
 
 import argparse
-import errno
-import json
 import math
 import os
 import re
 import sys
 from typing import Callable, Iterable, Sequence, TypeVar
 
+from facenar_runtime.errors import UserError, is_torch_write_failure, os_error, torch_write_error, worker_message
+
 T = TypeVar("T")
-
-# errno values that say "the machine is in trouble", not "the user passed something wrong"
-ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.ENOMEM, errno.ENFILE, errno.EMFILE,
-                      errno.EFBIG, errno.ESTALE, errno.ENODEV, errno.ENXIO}
-_WORKER_HEADER = re.compile(r"^Caught \w+ in DataLoader worker process \d+\.\nOriginal Traceback")
-_TRACEBACK_LAST = re.compile(r"^[A-Za-z_][\w.]*: ")
-
-
-class UserError(Exception):
-    """A problem the user can fix (bad path, corrupt file, bad option): printed as one line, exit 2."""
-
-    exit_code = 2
-
-
-class EnvironmentFault(UserError):
-    """A fault of the machine rather than of the input (disk full, I/O error): one line, exit 1."""
-
-    exit_code = 1
-
-
-def os_error(exc: OSError, path: str | os.PathLike | None = None) -> UserError:
-    """The one-line error for an OSError: the path (the given one, else the error's) and the OS reason."""
-    where = path if path is not None else exc.filename
-    reason = exc.strerror or str(exc)
-    if where is None:
-        message = reason
-    elif exc.filename2 is not None and path is None:
-        message = f"{os.fsdecode(where)} -> {os.fsdecode(exc.filename2)}: {reason}"
-    else:
-        message = f"{os.fsdecode(where)}: {reason}"
-    fault = EnvironmentFault if exc.errno in ENVIRONMENT_ERRNOS else UserError
-    return fault(message)
-
-
-def is_torch_write_failure(exc: BaseException) -> bool:
-    """torch.save's own disk-full/I-O failure, which torch raises as a RuntimeError without errno."""
-    text = str(exc)
-    return isinstance(exc, RuntimeError) and (
-        "PytorchStreamWriter failed writing" in text or ("inline_container.cc" in text and "unexpected pos" in text))
-
-
-def torch_write_error(path: str | os.PathLike | None) -> EnvironmentFault:
-    where = f"cannot write {os.fsdecode(path)}" if path is not None else "cannot write a torch file"
-    return EnvironmentFault(f"{where}: write failed (disk full or I/O error)")
-
-
-def worker_message(text: str) -> str | None:
-    """The original message of an exception torch re-raised from a DataLoader worker, else None.
-
-    torch rebuilds the exception in the main process with the worker's whole traceback as its
-    message; the user should see the same line as with --workers 0.
-    """
-    if not _WORKER_HEADER.match(text):
-        return None
-    lines = text.rstrip().splitlines()
-    for index in range(len(lines) - 1, 0, -1):
-        if _TRACEBACK_LAST.match(lines[index]) and not lines[index].startswith(" "):
-            return "\n".join([lines[index].split(": ", 1)[1], *lines[index + 1:]])
-    return None
 
 
 def _fail(message: str, code: int) -> None:
@@ -86,7 +23,7 @@ def _fail(message: str, code: int) -> None:
 
 
 def run_cli(main: Callable[[Sequence[str] | None], object], argv: Sequence[str] | None = None) -> None:
-    """Run a CLI entry point behind the error boundary (see the module docstring for exit codes)."""
+    """Run a CLI entry point behind the error boundary (exit codes: facenar_runtime.errors)."""
     try:
         result = main(argv)
     except UserError as exc:
@@ -154,18 +91,7 @@ def unchecked_numeric_options(parser: argparse.ArgumentParser) -> list[str]:
     return found
 
 
-# -- inputs and progress --------------------------------------------------------------------------
-def read_json(path: str | os.PathLike, what: str, hint: str = ""):
-    """A JSON file the user handed us, or one UserError line saying what is wrong with it."""
-    from data_tools.textinput import read_text  # textinput itself needs UserError from here
-
-    text = read_text(path, what, hint=hint)
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it") from None
-
-
+# -- progress --------------------------------------------------------------------------
 def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", **kwargs) -> Iterable[T]:
     """A tqdm bar when stderr is a terminal (or FACENAR_PROGRESS=1), else the bare iterable."""
     wanted = os.environ.get("FACENAR_PROGRESS")

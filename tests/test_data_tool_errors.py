@@ -1,4 +1,4 @@
-"""Issue 10, the items of phase 1 as the commands meet them (one test per item, numbered as in the issue)."""
+"""The data_tools commands' user errors: one `error:` line, exit 2, nothing half-written (one test per case)."""
 from __future__ import annotations
 
 import math
@@ -11,7 +11,8 @@ import pytest
 from benchmarks import run as bench_run
 from data_tools import align, img2rec, make_bin, make_demo, proxy, rec2img
 from data_tools.binfile import load_bin, save_bin
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from data_tools.emore import read_property, write_emore
 from data_tools.recordio import RecordReader
 from facenar import prepare_proxy

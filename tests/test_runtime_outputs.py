@@ -1,4 +1,4 @@
-"""Issue 10, mechanism B and atomic writes: the output guard, no-replace renames, stale temp folders,
+"""The runtime's output guard and atomic writes: no-replace renames, stale temp folders,
 and write faults on real read-only / full filesystems (tmpfs mounts where the machine allows them)."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from data_tools import atomic
-from data_tools.atomic import MARKER, atomic_open, atomic_path, remove_stale_temps, write_text_atomic
-from data_tools.cli import EnvironmentFault, UserError
-from data_tools.outputs import check_outputs
+from facenar_runtime import atomic
+from facenar_runtime.atomic import MARKER, atomic_open, atomic_path, remove_stale_temps, write_text_atomic
+from facenar_runtime.errors import EnvironmentFault, UserError
+from facenar_runtime.outputs import check_outputs
 
 
 @pytest.fixture()
@@ -176,7 +176,7 @@ def test_stale_temps_of_dead_writers_are_removed_live_and_foreign_ones_kept(tmp_
 
 def test_a_killed_writer_leaves_a_temp_that_the_next_write_removes(tmp_path):
     out = tmp_path / "proxy"
-    script = ("import os, signal, sys\nfrom data_tools.atomic import atomic_path\n"
+    script = ("import os, signal, sys\nfrom facenar_runtime.atomic import atomic_path\n"
               "with atomic_path(sys.argv[1]) as tmp:\n    tmp.mkdir()\n    (tmp / 'big').write_bytes(b'x' * 1000)\n"
               "    os.kill(os.getpid(), signal.SIGKILL)\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}

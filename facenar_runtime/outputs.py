@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 MARKER = ".facenar"
 # folders written before MARKER existed, recognised by the format their own record declares

@@ -1,4 +1,4 @@
-"""Issue 10, phase 2: the facenar commands (verify, export, arch, train, search) adopt the mechanisms."""
+"""The facenar commands' user errors (verify, export, arch, train, search): one line, exit 2, outputs guarded."""
 from __future__ import annotations
 
 import json
@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from data_tools.cli import UserError, run_cli
+from facenar_runtime.cli import run_cli
+from facenar_runtime.errors import UserError
 from data_tools.emore import write_emore, write_property
-from data_tools.outputs import MARKER
+from facenar_runtime.outputs import MARKER
 from facenar import arch as arch_cli
 from facenar import export
 from facenar.checkpoint import load_checkpoint, save_model
@@ -226,9 +227,9 @@ def test_8_search_resume_with_another_configurations_checkpoint(tiny_demo, tmp_p
     main([*SEARCH, "--data", str(proxy), "--out", str(tmp_path / "a"), "--stop-after-epochs", "1"])
     main([*SEARCH, "--data", str(proxy), "--out", str(tmp_path / "b"), "--ops", "conv3x3,conv5x5",
           "--stop-after-epochs", "0"])
-    shutil.copy(tmp_path / "a" / "checkpoint.pt", tmp_path / "b" / "checkpoint.pt")
+    shutil.copy(tmp_path / "a" / "last.pt", tmp_path / "b" / "last.pt")
     code, err = one_line_exit(main, ["--resume", tmp_path / "b"], capsys)
-    assert code == 2 and "checkpoint.pt does not hold this run's state" in err
+    assert code == 2 and "last.pt does not hold this run's state" in err
 
 
 def test_8_config_types_are_checked_against_the_dataclass():

@@ -5,7 +5,7 @@ none, so every output goes through these helpers. The rules that keep them from 
 - a folder output gets the marker file MARKER, and an existing folder is replaced only if it
   carries that marker (facenar wrote it) or is empty: a folder of the user's is never deleted;
 - only what existed when the write began (and the caller allowed replacing, see
-  data_tools.outputs) is replaced; an output that appeared meanwhile (a second run to the same
+  facenar_runtime.outputs) is replaced; an output that appeared meanwhile (a second run to the same
   path) makes the final rename fail instead of silently replacing it;
 - temporary names carry the writer's pid (`.NAME.PID.XXXX.tmp`), so a later write to the same
   path removes the leftovers of a killed writer, and only when that process is gone.
@@ -22,8 +22,8 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
-from data_tools.cli import ENVIRONMENT_ERRNOS, UserError, is_torch_write_failure, os_error, torch_write_error
-from data_tools.outputs import MARKER, is_ours
+from facenar_runtime.errors import ENVIRONMENT_ERRNOS, UserError, is_torch_write_failure, os_error, torch_write_error
+from facenar_runtime.outputs import MARKER, is_ours
 
 _RENAME_NOREPLACE = 1
 
