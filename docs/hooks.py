@@ -80,6 +80,11 @@ def _cell(text: str) -> str:
     return " ".join(str(text).split()).replace("|", "\\|")
 
 
+def _text(text: str) -> str:
+    """Prose from a help text: `<identity>` is a placeholder, not an HTML tag."""
+    return _cell(text).replace("<", "&lt;").replace(">", "&gt;")
+
+
 def split_help(action: argparse.Action, parser: argparse.ArgumentParser) -> tuple[str, str, str, str]:
     """(description, default, its source, other presets' values) of one option."""
     text = action.help or ""
@@ -108,8 +113,8 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
         if action.metavar or action.choices:
             flags += " " + (action.metavar or "{" + ",".join(map(str, action.choices)) + "}")
         description, default, source, presets = split_help(action, parser)
-        rows.append("| " + " | ".join(_cell(c) for c in (f"`{flags}`", description, default and f"`{default}`",
-                                                          source, presets)) + " |")
+        rows.append(f"| {_cell(f'`{flags}`')} | {_text(description)} | {_cell(default and f'`{default}`')} | "
+                    f"{_text(source)} | {_text(presets)} |")
     return rows
 
 
@@ -126,20 +131,20 @@ def command_page(root: Path = ROOT) -> str:
              "page cannot drift from `--help`. Defaults are marked by their source: **paper** the NAR paper, "
              "**ArcFace** the ArcFace paper, **ENAS** ENAS, **arcface_torch** insightface's training code, "
              "**ours** chosen here; *other presets* lists the values a preset (e.g. `demo`) sets instead.", ""]
-    commands = discover_commands(root)
+    commands = sorted(discover_commands(root).items(), key=lambda item: (PACKAGES.index(item[0].split(".")[0]), item[1]))
     lines += ["| command | purpose |", "|---|---|"]
-    for module, typed in sorted(commands.items(), key=lambda item: item[1]):
+    for module, typed in commands:
         parser = parser_of(module)
-        lines.append(f"| [`{typed}`](#{_anchor(typed)}) | {_cell(parser.description or '')} |")
-    for module, typed in sorted(commands.items(), key=lambda item: item[1]):
+        lines.append(f"| [`{typed}`](#{_anchor(typed)}) | {_text(parser.description or '')} |")
+    for module, typed in commands:
         parser = parser_of(module)
-        lines += ["", f"## {typed} {{ #{_anchor(typed)} }}", "", _cell(parser.description or ""), "",
+        lines += ["", f"## {typed} {{ #{_anchor(typed)} }}", "", _text(parser.description or ""), "",
                   "```text", parser.format_usage().strip(), "```", ""]
         lines += _options_table(parser)
         for name, sub in _subparsers(parser).items():
-            lines += ["", f"### {typed} {name}", "", _cell(sub.description or ""), ""] + _options_table(sub)
+            lines += ["", f"### {typed} {name}", "", _text(sub.description or ""), ""] + _options_table(sub)
         if parser.epilog:
-            lines += ["", _cell(parser.epilog)]
+            lines += ["", _text(parser.epilog)]
     return "\n".join(lines) + "\n"
 
 
@@ -159,7 +164,7 @@ def module_page(root: Path = ROOT) -> str:
             for path in sorted(folder.glob("*.py")):
                 doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
                 summary = doc.split("\n\n")[0]
-                rows.append(f"| `{path.relative_to(root).as_posix()}` | {_cell(summary)} |")
+                rows.append(f"| `{path.relative_to(root).as_posix()}` | {_text(summary)} |")
             lines += [f"## {folder.relative_to(root).as_posix()}/", "", "| module | what it is for |", "|---|---|"]
             lines += rows + [""]
     return "\n".join(lines)

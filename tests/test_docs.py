@@ -197,3 +197,13 @@ def test_pages_render_in_a_headless_browser(served, path, heading):
     image = cv2.imread(str(shot))
     assert image is not None and image.shape[:2] == (1600, 1280), f"no screenshot at {shot}"
     assert rendered(image), f"{shot} shows a blank page"
+
+
+def test_readme_is_a_short_front_door_that_names_every_command():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) <= 200
+    for typed in _hooks().discover_commands().values():
+        assert f"`{typed}`" in readme or f"`{typed.rsplit('.', 1)[1]}`" in readme, f"README's command table lacks {typed}"
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    test_command = ".venv/bin/pip install -q -r requirements.txt -e . && .venv/bin/python -m pytest -q"
+    assert test_command in readme and test_command in ci  # the Quick start's test command is what CI runs
