@@ -43,7 +43,10 @@ def _unavailable(reason: str):
 
 
 def runnable_blocks() -> list[tuple[str, str]]:
-    """(page, command line) for every line of every ```bash block marked `<!-- runnable -->`."""
+    """(page, command line) for every line of every ```bash block marked `<!-- runnable -->`.
+
+    They run in one empty folder (holding a link to weights/), page by page in name order, each
+    block's lines in order; a block must not depend on another page's files."""
     found = []
     for page in sorted(DOCS.rglob("*.md")):
         for block in RUNNABLE.findall(page.read_text(encoding="utf-8")):
@@ -154,6 +157,7 @@ def test_site_builds_in_strict_mode(site):
 
 @pytest.mark.slow
 def test_runnable_commands_run(tmp_path):
+    (tmp_path / "weights").symlink_to(ROOT / "weights")  # the docs name shipped architectures by their path
     env = {**os.environ, "PYTHONPATH": str(ROOT), "FACENAR_HOME": str(tmp_path / "home"), "OMP_NUM_THREADS": "1",
            "NO_ALBUMENTATIONS_UPDATE": "1"}
     for page, line in runnable_blocks():
