@@ -16,9 +16,12 @@ import contextlib
 import importlib
 import json
 import re
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # the `mkdocs` script does not put the checkout on the path; the parsers live there
+    sys.path.insert(0, str(ROOT))
 PACKAGES = ("facenar", "data_tools", "benchmarks")
 # "(default 35 [paper]; demo: 2; cifar10-paper: 150)": the format of facenar.config.help_default
 _TAIL = re.compile(r"\s*\(([^()]*)\)$")
@@ -164,6 +167,8 @@ def module_page(root: Path = ROOT) -> str:
             for path in sorted(folder.glob("*.py")):
                 doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
                 summary = doc.split("\n\n")[0]
+                if not summary and path.name == "__init__.py":
+                    continue  # a bare package marker says nothing
                 rows.append(f"| `{path.relative_to(root).as_posix()}` | {_text(summary)} |")
             lines += [f"## {folder.relative_to(root).as_posix()}/", "", "| module | what it is for |", "|---|---|"]
             lines += rows + [""]

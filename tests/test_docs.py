@@ -92,7 +92,8 @@ def test_module_map_covers_every_module():
     page = _hooks().module_page()
     for package in ("facenar", "data_tools", "benchmarks"):
         for path in (ROOT / package).rglob("*.py"):
-            assert f"`{path.relative_to(ROOT).as_posix()}`" in page
+            if path.name != "__init__.py":
+                assert f"`{path.relative_to(ROOT).as_posix()}`" in page
 
 
 def test_runnable_blocks_parse_with_their_commands_parsers():
