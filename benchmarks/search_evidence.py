@@ -56,7 +56,7 @@ SETTINGS = {
                # Fig. 1: 3 search epochs, enough for the free skips to drift (~35 s a search); no reuse here
                fig1=dict(epochs=4, controller_steps=6),
                budget=dict(face=Budget(steps=16, batch_size=32), cifar10=Budget(steps=16, batch_size=32))),
-    # the demo preset's search; what the README quotes. Stand-alone budgets per task, measured (1 thread): face
+    # the demo preset's search; what the docs quote. Stand-alone budgets per task, measured (1 thread): face
     # 200 x 64 images ~1 min, top-1 well off both chance (1/200) and its ceiling; demo CIFAR saturates at 300 steps
     # (98.6% top-1, no ranking left to compare), so it gets fewer
     # ENAS keeps its 12 layers at 16 channels: ENAS's own 36 cost ~5x the MACs (50 vs 11 M, mean of random
@@ -358,7 +358,7 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                      f"K = {SETTINGS[False]['k']}, {len(SETTINGS[False]['seeds'])} seeds) estimated from this run's "
                      f"seconds per image at {evidence.full_mode_estimate(SETTINGS[False], tasks) / 60:.0f} min for "
                      f"{', '.join(tasks)} on this machine (rough: search overheads scale differently). The full "
-                     f"mode's reports, which the README quotes: {FULL_REPORTS}")
+                     f"mode's reports, quoted in docs/guides/search-evidence.md: {FULL_REPORTS}")
     notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
                                                                             machine_info().items()))
     section.notes.extend(notes)
