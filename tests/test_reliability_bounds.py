@@ -1,0 +1,82 @@
+"""Issue 19, items 5-11, 15, 16: one error line instead of a traceback, no wrong result reported as success."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from data_tools import inspect as inspect_cli
+from data_tools import rec2img
+from data_tools.cli import UserError, read_json, run_cli
+from data_tools.emore import write_property
+from data_tools.recordio import IRHeader, RecordWriter, pack_record
+from facenar import prepare_proxy
+from facenar.data import open_train_data
+from tests.jpeg_data import jpeg
+
+
+def one_line_exit(main, argv, capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as info:
+        run_cli(main, [str(arg) for arg in argv])
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    return info.value.code, err
+
+
+# -- 5: float labels that are no labels ------------------------------------------------------------
+def _dataset(folder, where: str, bad: float):
+    """An emore (header layout) or im2rec dataset whose `where` record carries the label `bad`."""
+    folder.mkdir()
+    image = jpeg(seed=1)
+    with RecordWriter(folder / "train.rec") as writer:
+        if where == "im2rec":
+            writer.write(1, pack_record(IRHeader(0, 0.0, 1, 0), image))
+            writer.write(2, pack_record(IRHeader(0, bad, 2, 0), image))
+        else:
+            header = (bad, 4.0) if where == "header" else (3.0, 4.0)
+            writer.write(0, pack_record(IRHeader(2, header, 0, 0), b""))
+            writer.write(1, pack_record(IRHeader(0, 0.0, 1, 0), image))
+            writer.write(2, pack_record(IRHeader(0, 0.0, 2, 0), image))
+            ident = (1.0, bad) if where == "identity" else (1.0, 3.0)
+            writer.write(3, pack_record(IRHeader(2, ident, 3, 0), b""))
+    write_property(folder, 1)
+    return {"header": 0, "identity": 3, "im2rec": 2}[where]
+
+
+LABEL_COMMANDS = {
+    "inspect": lambda data, out: (inspect_cli.main, [data]),
+    "prepare_proxy": lambda data, out: (prepare_proxy.main, ["--data", data, "--out", out]),
+    "rec2img": lambda data, out: (rec2img.main, ["--data", data, "--out", out]),
+}
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 1e30, 2.5])
+@pytest.mark.parametrize("where", ["header", "identity", "im2rec"])
+@pytest.mark.parametrize("command", sorted(LABEL_COMMANDS))
+def test_5_non_labels_in_records_are_one_line_naming_file_and_record(command, where, bad, tmp_path, capsys):
+    key = _dataset(tmp_path / "data", where, bad)
+    main, argv = LABEL_COMMANDS[command](tmp_path / "data", tmp_path / "out")
+    code, err = one_line_exit(main, argv, capsys)
+    assert code == 2 and f"train.rec key {key}: label" in err and "the dataset is corrupt" in err
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("where", ["header", "identity", "im2rec"])
+def test_5_training_reader_refuses_a_nan_label(where, tmp_path):
+    key = _dataset(tmp_path / "data", where, math.nan)
+    with pytest.raises(UserError, match=f"train.rec key {key}: label nan"):
+        open_train_data(tmp_path / "data", 32, "none")
+
+
+# -- 7: JSON that json.loads cannot turn into values ---------------------------------------------
+@pytest.mark.parametrize("text, message", [
+    ('{"input_size": ' + "9" * 5000 + "}", "4300"),
+    ("[\n" * 20_000 + "]\n" * 20_000, "nests arrays or objects too deeply"),
+])
+def test_7_read_json_turns_huge_integers_and_deep_nesting_into_one_error(text, message, tmp_path):
+    path = tmp_path / "arch.json"
+    path.write_text(text)
+    with pytest.raises(UserError, match=message) as info:
+        read_json(path, "architecture file")
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
