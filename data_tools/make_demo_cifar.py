@@ -10,8 +10,9 @@ import argparse
 import time
 from typing import Sequence
 
+from data_tools import limits
 from data_tools.cifar_demo import DEFAULTS, make_demo_cifar
-from data_tools.cli import run_cli
+from data_tools.cli import number, run_cli
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -19,9 +20,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      description="Generate synthetic (drawn shapes, not CIFAR) demo data "
                                                  "in the CIFAR-10 python format.")
     parser.add_argument("--out", required=True, help="output folder (appears atomically)")
-    parser.add_argument("--train-per-class", type=int, default=DEFAULTS["train_per_class"])
-    parser.add_argument("--test-per-class", type=int, default=DEFAULTS["test_per_class"])
-    parser.add_argument("--seed", type=int, default=DEFAULTS["seed"])
+    parser.add_argument("--train-per-class", type=number(int, min=1, max=limits.IMAGES), default=DEFAULTS["train_per_class"])
+    parser.add_argument("--test-per-class", type=number(int, min=1, max=limits.IMAGES), default=DEFAULTS["test_per_class"])
+    parser.add_argument("--seed", type=number(int, min=0, max=limits.SEED), default=DEFAULTS["seed"])
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     start = time.perf_counter()

@@ -12,13 +12,12 @@ preset or a stored config.json, so nothing unchecked reaches the work.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import types
 import typing
 from typing import Callable, ClassVar
 
-from data_tools.cli import UserError
+from data_tools.cli import UserError, checked_value
 
 
 class RunConfig:
@@ -46,15 +45,8 @@ class RunConfig:
     def check_ranges(self) -> None:
         """The declared range of every numeric setting, whatever the value came from (None = unset)."""
         for name, parse in self.RANGES.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):  # e.g. "many" in a config.json
-                    raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
-                parse(str(value))
-            except argparse.ArgumentTypeError as exc:
-                raise UserError(f"{self.flag(name)}: {exc}") from None
+            if getattr(self, name) is not None:
+                checked_value(parse, getattr(self, name), self.flag(name))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

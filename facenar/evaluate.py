@@ -13,6 +13,7 @@ from typing import Sequence
 
 from torch import nn
 
+from data_tools import limits
 from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, number, run_cli
 from data_tools.outputs import check_outputs
@@ -29,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="dataset holding the test split (default: the run's own data)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--force", action="store_true", help="overwrite --json OUT")
-    p.add_argument("--batch-size", type=number(int, min=1), default=256, help="(default 256)")
-    p.add_argument("--workers", type=number(int, min=0), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256, help="(default 256)")
+    p.add_argument("--workers", type=number(int, min=0, max=limits.WORKERS), default=2, help="DataLoader workers (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
     return p
 

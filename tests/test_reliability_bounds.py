@@ -80,3 +80,30 @@ def test_7_read_json_turns_huge_integers_and_deep_nesting_into_one_error(text, m
     with pytest.raises(UserError, match=message) as info:
         read_json(path, "architecture file")
     assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+# -- 6: numbers from JSON files get the command line's maxima ---------------------------------------
+@pytest.mark.parametrize("field, value, message", [
+    ("input_size", 10**12, "input_size: must be <= 4096"), ("embedding_size", 10**15, "embedding_size: must be <= 65536"),
+    ("width", 1e300, "width: must be <= 16"), ("width", 10**400, "width: expected a finite number"),
+    ("input_size", 112.0, "input_size: expected an integer"), ("width", True, "width: expected a number"),
+])
+def test_6_architecture_json_numbers_are_bounded(field, value, message, tmp_path):
+    from facenar.space.arch import Arch
+
+    data = {"backbone": "iresnet18", "codes": [0] * 8, field: value}
+    path = tmp_path / "arch.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(UserError, match=message):
+        Arch.load(path)
+
+
+@pytest.mark.parametrize("config", ["search", "train"])
+@pytest.mark.parametrize("setting, value", [("seed", 2**64), ("batch_size", 10**12), ("lr", 1e30)])
+def test_6_stored_config_numbers_are_bounded(config, setting, value):
+    from facenar.search.config import SearchConfig
+    from facenar.train.config import TrainConfig
+
+    cls = SearchConfig if config == "search" else TrainConfig
+    with pytest.raises(UserError, match=f"--resume R: --{setting.replace('_', '-')}: must be <="):
+        cls.resolve({}, stored={**cls().to_dict(), setting: value}, where="R")

@@ -10,6 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Sequence
 
+from data_tools import limits
 from data_tools.cli import UserError, number
 from facenar.config import HELP_EPILOG, help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
@@ -108,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     add(run, "--device", "", choices=["auto", "cpu", "cuda"])
     add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
     # simulates a kill in tests
-    run.add_argument("--stop-after-epochs", type=number(int, min=0), help=argparse.SUPPRESS)
+    run.add_argument("--stop-after-epochs", type=number(int, min=0, max=limits.EPOCHS), help=argparse.SUPPRESS)
     return p
 
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from data_tools import limits
 from data_tools.cli import UserError, number, probability
 from facenar.config import RunConfig, preset_key, task_presets
 from facenar.schedule import schedule_problem
-from facenar.space.arch import BACKBONES, GRANULARITIES
+from facenar.space.arch import BACKBONES, GRANULARITIES, RANGES as ARCH_RANGES
 from facenar.space.ops import OPS, PAPER_OPS
 from facenar.tasks import check_task_options, get_task
 
@@ -48,17 +49,23 @@ PRESETS.update(task_presets(TASK_PRESETS))
 FACE_ONLY = {"scale": "--scale", "m2": "--margin-m2", "augment": "--augment"}
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
 SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              pretrain_epochs=_COUNT0, t0=number(float, min=1), t_mult=number(float, min=1),
-              lr=number(float, gt=0), lr_min=number(float, min=0), momentum=number(float, gt=0, lt=1),
-              weight_decay=number(float, min=0), batch_size=_COUNT, steps_per_epoch=_COUNT0,
-              scale=number(float, gt=0), m2=number(float, min=0), controller_steps=_COUNT,
-              controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
-              baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
-              val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
-              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0,
-              layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
+RANGES = dict(ARCH_RANGES, epochs=number(int, min=1, max=limits.EPOCHS),
+              pretrain_epochs=number(int, min=0, max=limits.EPOCHS), t0=number(float, min=1, max=limits.EPOCHS),
+              t_mult=number(float, min=1, max=limits.SCHEDULE), lr=number(float, gt=0, max=limits.LEARNING_RATE),
+              lr_min=number(float, min=0, max=limits.LEARNING_RATE), momentum=number(float, gt=0, lt=1),
+              weight_decay=number(float, min=0, max=limits.WEIGHT_DECAY), batch_size=number(int, min=1, max=limits.BATCH),
+              steps_per_epoch=number(int, min=0, max=limits.STEPS), scale=number(float, gt=0, max=limits.LOGIT_SCALE),
+              m2=number(float, min=0, max=limits.MARGIN_ANGLE), controller_steps=number(int, min=1, max=limits.SAMPLES),
+              controller_samples=number(int, min=1, max=limits.SAMPLES),
+              controller_lr=number(float, gt=0, max=limits.LEARNING_RATE),
+              entropy_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT), baseline_decay=probability(),
+              tanh_constant=number(float, gt=0, max=limits.LOGIT_RANGE),
+              temperature=number(float, gt=0, max=limits.LOGIT_RANGE), val_batch=number(int, min=1, max=limits.BATCH),
+              derive_samples=number(int, min=0, max=limits.SAMPLES), random_samples=number(int, min=0, max=limits.SAMPLES),
+              target_macs=number(float, gt=0, max=limits.MACS), target_latency=number(float, gt=0, max=limits.MILLISECONDS),
+              cost_weight=number(float, min=-limits.COST_EXPONENT, lt=0), seed=number(int, min=0, max=limits.SEED),
+              workers=number(int, min=0, max=limits.WORKERS), layers=number(int, min=2, max=limits.LAYERS),
+              channels=number(int, min=2, max=limits.CHANNELS), skip_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT),
               skip_target=number(float, gt=0, lt=1))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)

@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from data_tools import limits
 from data_tools.cli import UserError, number
 from facenar.config import RunConfig, preset_key, task_presets
-from facenar.space.arch import Arch
+from facenar.space.arch import RANGES as ARCH_RANGES, Arch
 from facenar.tasks import check_task_options
 from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
@@ -27,14 +28,20 @@ PRESETS = {
 }
 # --lr-scale linear: lr x global batch / this (ArcFace's batch: 4 GPUs x 128)
 REFERENCE_BATCH = 512
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-              batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0), t0=_COUNT, t_mult=_COUNT,
-              momentum=number(float, min=0, lt=1), weight_decay=number(float, min=0), m1=number(float, gt=0),
-              m2=number(float), m3=number(float), scale=number(float, gt=0), sample_rate=number(float, gt=0, max=1),
-              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), seed=_COUNT0,
-              workers=_COUNT0, verify_every=_COUNT0, verify_batch=_COUNT, checkpoint_every=_COUNT,
-              log_every=_COUNT, max_steps=_COUNT)
+RANGES = dict(ARCH_RANGES, epochs=number(int, min=1, max=limits.EPOCHS),
+              batch_size=number(int, min=1, max=limits.BATCH), lr=number(float, gt=0, max=limits.LEARNING_RATE),
+              lr_min=number(float, min=0, max=limits.LEARNING_RATE), t0=number(int, min=1, max=limits.EPOCHS),
+              t_mult=number(int, min=1, max=limits.SCHEDULE), momentum=number(float, min=0, lt=1),
+              weight_decay=number(float, min=0, max=limits.WEIGHT_DECAY),
+              m1=number(float, gt=0, max=limits.MARGIN_MULTIPLIER),
+              m2=number(float, min=-limits.MARGIN_ANGLE, max=limits.MARGIN_ANGLE),
+              m3=number(float, min=-limits.MARGIN_COSINE, max=limits.MARGIN_COSINE),
+              scale=number(float, gt=0, max=limits.LOGIT_SCALE), sample_rate=number(float, gt=0, max=1),
+              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0, max=limits.CLIP_NORM),
+              seed=number(int, min=0, max=limits.SEED), workers=number(int, min=0, max=limits.WORKERS),
+              verify_every=number(int, min=0, max=limits.STEPS), verify_batch=number(int, min=1, max=limits.BATCH),
+              checkpoint_every=number(int, min=1, max=limits.STEPS), log_every=number(int, min=1, max=limits.STEPS),
+              max_steps=number(int, min=1, max=limits.STEPS))
 # where each default comes from: the NAR paper, ArcFace (Deng et al., LResNet50E-IR on MS1M), insightface's
 # arcface_torch (its training scripts), or ours (engineering choices the papers do not make)
 SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch_size="ArcFace", lr="paper",
