@@ -13,6 +13,7 @@ from data_tools import limits
 from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, number, run_cli
 from data_tools.outputs import check_outputs
+from facenar.dist import device_option, resolve_device
 from facenar.space.arch import BACKBONES, GRANULARITIES, RANGES as ARCH_RANGES, Arch, parse_codes, parse_ops
 from facenar.space.ops import PAPER_OPS
 
@@ -48,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     lat = sub.add_parser("latency", help="time every candidate op at every slot shape on this machine")
     _space_options(lat)
     lat.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    lat.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    lat.add_argument("--device", type=device_option, default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     lat.add_argument("--batch", type=number(int, min=1, max=limits.BATCH), default=1)
     lat.add_argument("--repeats", type=number(int, min=1, max=limits.REPEATS), default=20)
     lat.add_argument("--out", help="write the table as JSON here")
@@ -76,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check_outputs(args.force, files={"--out": args.out})
     table = measure_latency(args.backbone, backend=args.backend, batch=args.batch, repeats=args.repeats,
-                            device=args.device, **_space_kwargs(args))
+                            device=resolve_device(args.device), **_space_kwargs(args))
     print(format_latency(table))
     if args.out:
         write_text_atomic(args.out, json.dumps(table, indent=2) + "\n")

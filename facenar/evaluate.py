@@ -18,7 +18,7 @@ from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, number, run_cli
 from data_tools.outputs import check_outputs
 from facenar.checkpoint import load_model
-from facenar.dist import resolve_device
+from facenar.dist import device_option, resolve_device
 from facenar.tasks import get_task
 from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
 
@@ -32,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="overwrite --json OUT")
     p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256, help="(default 256)")
     p.add_argument("--workers", type=number(int, min=0, max=limits.WORKERS), default=2, help="DataLoader workers (default 2)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     return p
 
 

@@ -1,10 +1,12 @@
 """Issue 19, items 5-11, 15, 16: one error line instead of a traceback, no wrong result reported as success."""
 from __future__ import annotations
 
+import argparse
 import json
 import math
 
 import pytest
+import torch
 
 from data_tools import inspect as inspect_cli
 from data_tools import rec2img
@@ -13,7 +15,9 @@ from data_tools.emore import write_property
 from data_tools.recordio import IRHeader, RecordWriter, pack_record
 from facenar import prepare_proxy
 from facenar.data import open_train_data
+from facenar.dist import device_option, resolve_device
 from tests.jpeg_data import jpeg
+from tests.test_reliability_cli import CLI_MODULES, parser_of
 
 
 def one_line_exit(main, argv, capsys) -> tuple[int, str]:
@@ -107,3 +111,49 @@ def test_6_stored_config_numbers_are_bounded(config, setting, value):
     cls = SearchConfig if config == "search" else TrainConfig
     with pytest.raises(UserError, match=f"--resume R: --{setting.replace('_', '-')}: must be <="):
         cls.resolve({}, stored={**cls().to_dict(), setting: value}, where="R")
+
+
+# -- 11: one device resolution for every command -------------------------------------------------
+def _device_actions(parser):
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _device_actions(sub)
+        elif "--device" in action.option_strings:
+            yield action
+
+
+@pytest.mark.parametrize("module_name", CLI_MODULES)
+def test_11_every_device_option_is_the_one_checked_device(module_name, monkeypatch):
+    parser = parser_of(module_name, monkeypatch)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for action in _device_actions(parser):
+        assert action.type is device_option, f"{module_name}: --device must use facenar.dist.device_option"
+        for bad in ("foo", "meta", "cuda", "cuda:0", "cpu:0"):
+            with pytest.raises(argparse.ArgumentTypeError):
+                action.type(bad)
+        if action.default != argparse.SUPPRESS:  # search and train: the config's default, "auto"
+            assert action.type(action.default) == action.default
+
+
+def test_11_device_resolution(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto") == "cuda" and resolve_device("cuda:1") == "cuda:1"
+    with pytest.raises(UserError, match=r"--device cuda:2: this machine has 2 CUDA device\(s\)"):
+        resolve_device("cuda:2")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu"
+    with pytest.raises(UserError, match="--device meta: unknown device 'meta'"):
+        resolve_device("meta")  # a stored config.json that says so gets the same check as the option
+
+
+@pytest.mark.parametrize("device", ["meta", "foo", "cuda"])
+def test_11_arch_latency_refuses_a_device_it_cannot_time_on(device, tmp_path, capsys, monkeypatch):
+    from facenar import arch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(SystemExit) as info:
+        arch.main(["latency", "--backbone", "iresnet18", "--device", device, "--out", str(tmp_path / "t.json")])
+    assert info.value.code == 2 and "argument --device" in capsys.readouterr().err
+    assert not (tmp_path / "t.json").exists()

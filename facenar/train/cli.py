@@ -13,6 +13,7 @@ from typing import Sequence
 from data_tools.cli import UserError
 from facenar.rundir import read_run_config
 from facenar.config import HELP_EPILOG, help_default
+from facenar.dist import device_option
 from facenar.tasks import TASKS
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
@@ -74,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-steps", "stop after N steps (resumable)", metavar="N")
     add("--seed", "")
     add("--workers", "DataLoader workers per process")
-    add("--device", "", choices=["auto", "cpu", "cuda"])
+    add("--device", "auto, cpu, cuda or cuda:N", type=device_option)
     return p
 
 

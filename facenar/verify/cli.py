@@ -25,7 +25,7 @@ from data_tools.outputs import check_outputs
 from facenar.verify import metrics
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
-from facenar.dist import resolve_device
+from facenar.dist import device_option, resolve_device
 
 
 def _cell(value, digits: int, scale: float = 1.0) -> str:
@@ -112,7 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", help="write the metrics as CSV")
     p.add_argument("--plot", help="write ROC curves (PNG)")
     p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=number(int, min=1, max=limits.WORKERS), default=None,
                    help="image-decoding threads (default min(8, CPUs))")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
