@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import warnings
 
 import pytest
 import torch
@@ -157,3 +158,93 @@ def test_11_arch_latency_refuses_a_device_it_cannot_time_on(device, tmp_path, ca
         arch.main(["latency", "--backbone", "iresnet18", "--device", device, "--out", str(tmp_path / "t.json")])
     assert info.value.code == 2 and "argument --device" in capsys.readouterr().err
     assert not (tmp_path / "t.json").exists()
+
+
+# -- 8: the search stops on a non-finite loss or controller, before anything of it is saved ----------
+def _search_engine(tiny_proxy, tmp_path, **overrides):
+    from facenar.dist import DistContext
+    from facenar.rundir import RunDir
+    from facenar.search.config import SearchConfig
+    from facenar.search.engine import NarSearch
+
+    values = dict(data=str(tiny_proxy), backbone="iresnet18", width=0.125, input_size=32, embedding_size=32,
+                  epochs=2, pretrain_epochs=1, t0=1, batch_size=24, steps_per_epoch=2, controller_steps=3,
+                  controller_samples=3, val_batch=24, scale=16.0, m2=0.1, derive_samples=2, random_samples=0)
+    cfg = SearchConfig(**{**values, **overrides}).validate()
+    run = RunDir.create(tmp_path / "run", cfg.to_dict())
+    return NarSearch(cfg, run, DistContext(0, 1, 0, torch.device("cpu"))), run.path
+
+
+def test_8_search_stops_when_the_shared_weights_turn_nan(tiny_proxy, tmp_path):
+    engine, run = _search_engine(tiny_proxy, tmp_path)
+    with torch.no_grad():
+        next(engine.supernet.parameters()).fill_(math.nan)  # what --lr 1e30 did within a few steps
+    with pytest.raises(UserError, match="search stopped in epoch 1: shared-weight loss became nan; lower --lr"):
+        engine.run()
+    assert not (run / "arch.json").exists() and not (run / "checkpoint.pt").exists()
+
+
+def test_8_search_stops_when_the_controller_diverges(tiny_proxy, tmp_path):
+    engine, run = _search_engine(tiny_proxy, tmp_path, pretrain_epochs=0)
+    for group in engine.trainer.optimizer.param_groups:
+        group["lr"] = 1e38  # past any --controller-lr: the first Adam step overflows the LSTM's weights
+    with pytest.raises(UserError, match="search stopped in epoch 1: controller .* lower --controller-lr"):
+        engine.run()
+    assert not (run / "arch.json").exists() and not (run / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("space", ["nar", "enas"])
+def test_8_every_controller_refuses_a_diverged_policy(space):
+    from facenar.search.controller import Controller, Reinforce
+    from facenar.search.macro_controller import MacroController
+
+    controller = Controller(8, 4) if space == "nar" else MacroController(4)
+    trainer = Reinforce(controller, lr=1e38)
+    with pytest.raises(FloatingPointError, match="controller .* lower --controller-lr"):
+        for _ in range(3):
+            trainer.step(lambda batch: [float(i % 2) for i in range(len(batch))], 4)
+
+
+# -- 15: degenerate embeddings are an error, not "50.00 +- 0.00" ----------------------------------
+class _Constant(torch.nn.Module):
+    """An embedding network whose every output is `value` (what a broken ONNX model gives)."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.value = value
+
+    def forward(self, x):
+        return x.flatten(1)[:, :16] * 0 + self.value
+
+
+def _degenerate_model(kind: str, path):
+    from facenar.checkpoint import save_model
+    from facenar.space.arch import Arch
+    from facenar.space.iresnet import build_child
+
+    if kind == "nan-checkpoint":  # all-NaN weights: a diverged training run
+        arch = Arch.baseline("iresnet18", width=0.125, input_size=112, embedding_size=32)
+        model = build_child(arch)
+        with torch.no_grad():
+            for param in model.parameters():
+                param.fill_(math.nan)
+        save_model(path.with_suffix(".pt"), arch, model)
+        return path.with_suffix(".pt")
+    with warnings.catch_warnings():  # the legacy exporter: fast, and enough for a constant graph
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_Constant(0.0 if kind == "zero-onnx" else math.nan), (torch.zeros(2, 3, 112, 112),),
+                          str(path.with_suffix(".onnx")), input_names=["data"], output_names=["fc1"],
+                          opset_version=17, dynamo=False, dynamic_axes={"data": {0: "batch"}})
+    return path.with_suffix(".onnx")
+
+
+@pytest.mark.parametrize("kind, message", [("nan-checkpoint", "80 non-finite"), ("nan-onnx", "80 non-finite"),
+                                           ("zero-onnx", "80 of zero length")])
+def test_15_verify_refuses_degenerate_embeddings(kind, message, tiny_demo, tmp_path, capsys):
+    from facenar.verify import cli as verify_cli
+
+    model = _degenerate_model(kind, tmp_path / "model")
+    code, err = one_line_exit(verify_cli.main, ["--data", tiny_demo, "--bench", "lfw", "--model", model,
+                                                "--device", "cpu", "--json", tmp_path / "r.json"], capsys)
+    assert code == 2 and message in err
+    assert "of 80 embeddings" in err and "lfw" in err and not (tmp_path / "r.json").exists()
