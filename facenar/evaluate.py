@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from data_tools import limits
@@ -36,13 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def classifier(payload: dict, backbone: nn.Module, where: str) -> nn.Module:
-    """backbone + the stored linear classifier, as training scored it."""
+def classifier(payload: dict, backbone: nn.Module, where: str, features: int, classes: int) -> nn.Module:
+    """backbone + the stored linear classifier, as training scored it.
+
+    The entry is checked against what it must be (Linear(features -> the test split's classes),
+    finite), so a damaged or foreign checkpoint gets one line instead of torch's shape errors.
+    """
     state = payload.get(CLASSIFIER)
     if not isinstance(state, dict) or "weight" not in state:
         raise UserError(f"{where} has no classifier head; evaluate a last.pt / best.pt written by "
                         "python -m facenar.train --task cifar10 or imagenet")
-    fc = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    shapes = {key: tuple(value.shape) if isinstance(value, torch.Tensor) and value.is_floating_point()
+              else type(value).__name__ for key, value in state.items()}
+    if shapes != {"weight": (classes, features), "bias": (classes,)}:
+        raise UserError(f"{where}: its classifier entry is {shapes}"[:300] + f", expected weight {(classes, features)} "
+                        f"and bias {(classes,)} (the test split's {classes} classes, the network's {features} "
+                        "features); the checkpoint is damaged or belongs to other data")
+    if not all(torch.isfinite(value).all() for value in state.values()):
+        raise UserError(f"{where}: its classifier weights are not finite (NaN/inf); the training run diverged")
+    fc = nn.Linear(features, classes)
     fc.load_state_dict(state)
     return nn.Sequential(backbone, fc.to(next(backbone.parameters()).device)).eval()
 
@@ -62,8 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data:
         raise UserError(f"{args.model} does not record its data; pass --data DIR")
     device = resolve_device(args.device)
-    model = classifier(payload, backbone.to(device), args.model)
     evaluation = TopK(task, data, args.workers)
+    model = classifier(payload, backbone.to(device), args.model, arch.embedding_size, evaluation.classes)
     results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
     print(evaluation.describe(results))
     if args.json:

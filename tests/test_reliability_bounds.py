@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import warnings
 
 import pytest
@@ -248,3 +249,28 @@ def test_15_verify_refuses_degenerate_embeddings(kind, message, tiny_demo, tmp_p
                                                 "--device", "cpu", "--json", tmp_path / "r.json"], capsys)
     assert code == 2 and message in err
     assert "of 80 embeddings" in err and "lfw" in err and not (tmp_path / "r.json").exists()
+
+
+# -- 9: evaluate checks the checkpoint's classifier entry ------------------------------------------
+@pytest.mark.parametrize("entry, message", [
+    ({"weight": torch.zeros(10, 7), "bias": torch.zeros(10)}, r"expected weight \(10, 64\)"),
+    ({"weight": torch.zeros(3, 64), "bias": torch.zeros(3)}, "the test split's 10 classes"),
+    ({"weight": torch.zeros(10, 64), "bias": torch.zeros(9)}, r"'bias': \(9,\)"),
+    ({"weight": torch.zeros(10, 64), "bias": "x"}, "'bias': 'str'"),
+    ({"weight": torch.zeros(10, 64), "bias": torch.zeros(10), "extra": 1}, "'extra'"),
+    ({"weight": torch.full((10, 64), math.nan), "bias": torch.zeros(10)}, "not finite"),
+])
+def test_9_evaluate_checks_the_classifier_entry(entry, message, tmp_path, capsys):
+    from data_tools.cifar_demo import make_demo_cifar
+    from facenar import evaluate
+    from facenar.checkpoint import save_model
+    from facenar.space.arch import Arch
+    from facenar.space.networks import build_child
+
+    data = make_demo_cifar(tmp_path / "cifar", 1, 1)
+    arch = Arch.baseline("resnet18", width=0.125, input_size=32)
+    save_model(tmp_path / "m.pt", arch, build_child(arch),
+               extra={"config": {"task": "cifar10", "data": str(data)}, "classifier": entry})
+    code, err = one_line_exit(evaluate.main, ["--model", tmp_path / "m.pt", "--workers", "0", "--device", "cpu"],
+                              capsys)
+    assert code == 2 and "m.pt" in err and "classifier" in err and re.search(message, err), err
