@@ -148,7 +148,7 @@ def test_json_roundtrip(tmp_path):
     ({"skips": [[], [2], [0, 1]]}, r"skips\[1\]"),
     ({"skips": [[], [1]]}, "one row per layer"),
     ({"channels": 7}, "channels must be even"),
-    ({"channels": "8"}, "channels must be an integer"),
+    ({"channels": "8"}, "channels: expected a number"), ({"channels": 10**9}, "channels: must be <= 4096"),
     ({"num_classes": 2.5}, "num_classes"),
     ({"codes": [0, 0, 1, 0, 1, 1]}, "'codes' disagree"),
     ({"space": "nar"}, "'space' must be"),

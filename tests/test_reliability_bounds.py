@@ -274,3 +274,45 @@ def test_9_evaluate_checks_the_classifier_entry(entry, message, tmp_path, capsys
     code, err = one_line_exit(evaluate.main, ["--model", tmp_path / "m.pt", "--workers", "0", "--device", "cpu"],
                               capsys)
     assert code == 2 and "m.pt" in err and "classifier" in err and re.search(message, err), err
+
+
+# -- 10: latency tables are checked for types and finite non-negative timings ----------------------
+@pytest.fixture(scope="module")
+def latency_table():
+    from facenar.space.latency import measure_latency
+
+    return measure_latency("iresnet18", width=0.125, input_size=16, embedding_size=8, repeats=1, warmup=0)
+
+
+def _set(table, path, value):
+    table = json.loads(json.dumps(table))
+    *parents, last = path
+    node = table
+    for key in parents:
+        node = node[key]
+    node[last] = value
+    return table
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("slots", "0", "conv3x3"), "NaN", "slot 0 conv3x3 \\(ms\\): expected a finite number"),
+    (("slots", "3", "max3x3"), -1.0, "slot 3 max3x3 \\(ms\\): must be >= 0"),
+    (("slots", "3", "max3x3"), "1.0", "slot 3 max3x3 \\(ms\\): expected a number"),
+    (("fixed_ms", ), "Infinity", "fixed_ms: expected a finite number"),
+    (("slots", ), [1, 2], "slots must be an object"),
+    (("slots", "0"), 5, "slot 0 must hold a timing"),
+    (("candidates", ), "conv3x3", "candidates must be a list"),
+    (("width", ), "wide", "width: expected a number"),
+    (("input_size", ), 10**12, "input_size: must be <= 4096"),
+    (("backbone", ), ["iresnet18"], "backbone must be a string"),
+])
+def test_10_latency_table_types_and_timings(latency_table, path, value, message, tmp_path):
+    from facenar.space.latency import load_latency_table
+
+    file = tmp_path / "lat.json"
+    text = json.dumps(_set(latency_table, path, value))
+    file.write_text(text.replace('"NaN"', "NaN").replace('"Infinity"', "Infinity"))
+    with pytest.raises(UserError, match=f"lat.json: {message}.*measure it again"):
+        load_latency_table(file)
+    file.write_text(json.dumps(latency_table))
+    assert load_latency_table(file) == latency_table
