@@ -24,6 +24,7 @@ SAMPLES = 1_000_000         # sampled architectures or controller steps: ENAS us
 IMAGES = 1 << 24            # images per identity: RecordIO keys are float32 labels, whole up to 2^24
 IDENTITIES = 1 << 24        # identities / classes: labels are float32, whole up to 2^24 (MS1M has 85,742)
 PAIRS = 10_000_000          # verification pairs: 1,000x LFW's 6,000 (pairs of 112x112 JPEGs)
+PIXELS = 1_000_000          # a landmark coordinate: no photo is a million pixels wide
 REPEATS = 100_000           # timing repeats of one op or network
 LEARNING_RATE = 10.0        # SGD / Adam step size: 100x the paper's 0.1; beyond it every network here diverges
 WEIGHT_DECAY = 1.0          # a decay of 1 would erase the weights at every step

@@ -316,3 +316,37 @@ def test_10_latency_table_types_and_timings(latency_table, path, value, message,
         load_latency_table(file)
     file.write_text(json.dumps(latency_table))
     assert load_latency_table(file) == latency_table
+
+
+# -- 16: img2rec decodes every image; align refuses absurd landmarks --------------------------------
+@pytest.mark.parametrize("position", ["first", "later"])
+def test_16_img2rec_checks_every_image_in_the_writer_loop(position, tmp_path, capsys):
+    from data_tools import img2rec
+
+    for name in ("a", "b"):
+        (tmp_path / "images" / name).mkdir(parents=True)
+        for i in range(2):
+            (tmp_path / "images" / name / f"{i}.jpg").write_bytes(jpeg(i, (64, 64)))
+    bad = tmp_path / "images" / ("a" if position == "first" else "b") / ("0.jpg" if position == "first" else "1.jpg")
+    bad.write_text("<html><body>404 Not Found</body></html>")
+    code, err = one_line_exit(img2rec.main, ["--images", tmp_path / "images", "--out", tmp_path / "out"], capsys)
+    assert code == 2 and f"{bad}: cannot decode this image" in err and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("numbers, message", [
+    ("1e300 " * 10, "within \\+-1e\\+06 pixels"),
+    ("38 51 73 51 56 71 41 92 70 1e300", "within \\+-1e\\+06 pixels"),
+    ("38 51 73 51 56 71 41 92 70 50000", "far outside the 100x120 image"),
+    ("-500 51 73 51 56 71 41 92 70 92", "far outside the 100x120 image"),
+])
+def test_16_align_refuses_absurd_landmarks(numbers, message, tmp_path, capsys):
+    import cv2
+    import numpy as np
+
+    from data_tools import align
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((120, 100, 3), np.uint8))
+    (tmp_path / "marks.txt").write_text(f"a.png {numbers}\n")
+    code, err = one_line_exit(align.main, ["--images", tmp_path, "--landmarks", tmp_path / "marks.txt",
+                                           "--out", tmp_path / "o"], capsys)
+    assert code == 2 and re.search(message, err) and "marks.txt" in err and not (tmp_path / "o").exists()
