@@ -350,3 +350,33 @@ def test_16_align_refuses_absurd_landmarks(numbers, message, tmp_path, capsys):
     code, err = one_line_exit(align.main, ["--images", tmp_path, "--landmarks", tmp_path / "marks.txt",
                                            "--out", tmp_path / "o"], capsys)
     assert code == 2 and re.search(message, err) and "marks.txt" in err and not (tmp_path / "o").exists()
+
+
+# -- 16: train --bench is checked up front; a finished run resumed verifies nothing twice ---------------
+TRAIN = ["--backbone", "iresnet18", "--width", "0.0625", "--input-size", "32", "--embedding-size", "16",
+         "--batch-size", "48", "--epochs", "1", "--device", "cpu", "--lr", "0.05", "--workers", "0"]
+
+
+@pytest.mark.parametrize("bench, message", [("nope", "nope.bin not found"), ("lfw,nope", "nope.bin not found"),
+                                            ("lfw,lfw", "--bench names 'lfw' twice")])
+def test_16_train_refuses_a_bench_it_cannot_verify_on(bench, message, tiny_demo, tmp_path, capsys):
+    from facenar.train.cli import main
+
+    code, err = one_line_exit(main, ["--data", tiny_demo, "--out", tmp_path / "run", *TRAIN, "--bench", bench], capsys)
+    assert code == 2 and message in err and not (tmp_path / "run").exists()
+
+
+def test_16_resuming_a_finished_run_adds_no_verification_row(tiny_demo, tmp_path):
+    import csv
+
+    from facenar.train.cli import main
+
+    run = tmp_path / "run"
+    assert main(["--data", str(tiny_demo), "--out", str(run), *TRAIN, "--bench", "lfw"]) == 0
+    rows = (run / "train.csv").read_text()
+    assert sum(1 for row in csv.DictReader(rows.splitlines()) if row["lfw_acc"]) == 1
+    final = [line for line in (run / "run.log").read_text().splitlines() if "final figures" in line]
+    for _ in range(2):
+        assert main(["--resume", str(run)]) == 0
+        assert (run / "train.csv").read_text() == rows
+    assert [line for line in (run / "run.log").read_text().splitlines() if "final figures" in line] == final * 3

@@ -12,6 +12,7 @@ from data_tools.cli import UserError, number
 from facenar.config import RunConfig, preset_key, task_presets
 from facenar.space.arch import RANGES as ARCH_RANGES, Arch
 from facenar.tasks import check_task_options
+from facenar.tasks.face import DEFAULT_BENCHES
 from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
 
@@ -119,7 +120,7 @@ class TrainConfig(RunConfig):
     device: str = "auto"
     verify_every: int = 0                # steps; 0 = at the end of every epoch
     verify_batch: int = 256
-    bench: str = "lfw,cfp_fp,agedb_30"
+    bench: str = ",".join(DEFAULT_BENCHES)
     checkpoint_every: int = 1000         # steps (and always at the end of an epoch)
     log_every: int = 50
     max_steps: int | None = None
@@ -152,6 +153,9 @@ class TrainConfig(RunConfig):
             raise UserError(f"--schedule must be sgdr or poly, got {self.schedule!r}")
         if self.lr_scale not in ("linear", "none"):
             raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
+        repeated = sorted({name for name in self.benches if self.benches.count(name) > 1})
+        if repeated:
+            raise UserError(f"--bench names {repeated[0]!r} twice")
         problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
         if problem:
             raise UserError(f"--t0/--t-mult/--lr/--lr-min: {problem}")
