@@ -133,7 +133,8 @@ def number(kind: type = int, *, min: float | None = None, max: float | None = No
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         for bound, sign, test in bounds:
             if not test(value, bound):
-                raise argparse.ArgumentTypeError(f"must be {sign} {bound:g}, got {text}"[:200])
+                shown = bound if isinstance(bound, int) else f"{bound:g}"  # 2147483647, not 2.14748e+09
+                raise argparse.ArgumentTypeError(f"must be {sign} {shown}, got {text}"[:200])
         return value
 
     parse.checked_number = True

@@ -380,3 +380,12 @@ def test_16_resuming_a_finished_run_adds_no_verification_row(tiny_demo, tmp_path
         assert main(["--resume", str(run)]) == 0
         assert (run / "train.csv").read_text() == rows
     assert [line for line in (run / "run.log").read_text().splitlines() if "final figures" in line] == final * 3
+
+
+def test_6_the_largest_seed_still_seeds_every_generator_a_run_derives():
+    from data_tools import limits
+    from facenar.checkpoint import seed_everything
+
+    for offset in (0, 1 + limits.WORKERS, 3):  # train: seed + 1 + rank; search: seed + 3
+        seed_everything(limits.SEED + offset)
+        torch.Generator().manual_seed(limits.SEED + offset)
