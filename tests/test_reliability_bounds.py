@@ -12,7 +12,7 @@ import torch
 
 from data_tools import inspect as inspect_cli
 from data_tools import rec2img
-from data_tools.cli import UserError, read_json, run_cli
+from data_tools.cli import UserError, read_json
 from data_tools.emore import write_property
 from data_tools.recordio import IRHeader, RecordWriter, pack_record
 from facenar import prepare_proxy
@@ -20,14 +20,7 @@ from facenar.data import open_train_data
 from facenar.dist import device_option, resolve_device
 from tests.jpeg_data import jpeg
 from tests.test_reliability_cli import CLI_MODULES, parser_of
-
-
-def one_line_exit(main, argv, capsys) -> tuple[int, str]:
-    with pytest.raises(SystemExit) as info:
-        run_cli(main, [str(arg) for arg in argv])
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
-    return info.value.code, err
+from tests.test_reliability_items import one_line_exit
 
 
 # -- 5: float labels that are no labels ------------------------------------------------------------
