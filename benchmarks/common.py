@@ -117,16 +117,13 @@ def benchmark_main(argv, prog: str, doc: str, measure: Callable[[bool, str], Sec
     """The command line every benchmark module shares: --quick (and --device), then one printed table."""
     import argparse
 
+    from facenar.dist import device_option
+
     parser = argparse.ArgumentParser(prog=f"python -m {prog}", description=doc.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help=quick_help)
     if with_device:
-        parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+        parser.add_argument("--device", default="cpu", type=device_option, choices=["cpu", "cuda"])
     args = parser.parse_args(argv)
     device = getattr(args, "device", "cpu")
-    if device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            parser.error("--device cuda: no CUDA device is available")
     print_section(measure(args.quick, device))
     return 0

@@ -162,9 +162,11 @@ def parse_only(text: str | None) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from facenar.dist import device_option
+
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="reduced sizes: the whole run takes minutes on 2 cores")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+    parser.add_argument("--device", default="cpu", type=device_option, choices=["cpu", "cuda"],
                         help="cuda: also measure the device-capable benchmarks on the GPU (bf16 AMP)")
     parser.add_argument("--only", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="markdown report (default benchmarks/RESULTS.md)")
@@ -172,11 +174,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--strict", action="store_true", help="exit 1 when any benchmark did not run")
     args = parser.parse_args(argv)
     names = parse_only(args.only)
-    if args.device == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available here; run without --device")
     check_out(args.out, args.force)  # before minutes of benchmarks, not after
     info = machine_info()
     results, all_ran = run_all(names, args.quick, args.device)

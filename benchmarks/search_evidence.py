@@ -35,6 +35,7 @@ from facenar_runtime.atomic import atomic_path, write_text_atomic
 from facenar_runtime.cli import run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
+from facenar.dist import device_option
 
 TASKS = ("face", "cifar10")  # each gets both parts; a task the engine lacks is a "not run" row
 METHODS = (("NAR (controller)", "nar"), ("random search + weight sharing", "nar"),
@@ -382,13 +383,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--data", help="a real proxy split (face) or dataset folder (other tasks); default: demo data")
     parser.add_argument("--task", choices=TASKS, help="only this task (default: every task)")
     parser.add_argument("--preset", default="demo", choices=["demo", "paper"], help="search preset (default demo)")
-    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    parser.add_argument("--device", default="cpu", type=device_option, choices=["cpu", "cuda"])
     parser.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     args = parser.parse_args(argv)
     if args.data and not args.task:
         raise UserError("--data needs --task (which task's data it is)")
-    if args.device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available here; run without --device")
     out = Path(args.out) if args.out else None
     plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
     check_outputs(args.force or _earlier_report(out), files={"--out": out})

@@ -24,6 +24,7 @@ from facenar_runtime.cli import progress, run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
 from facenar_runtime.textinput import read_text
+from facenar_runtime import limits
 
 ALIGNED_SIZE = 112
 MIN_SPREAD = 1.0  # pixels (RMS distance from the centroid); less is no face, e.g. all-zero placeholders
@@ -49,10 +50,20 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, shift[:, None]])
 
 
-def landmark_problem(points: np.ndarray) -> str | None:
-    """Why 5 landmarks cannot define an alignment (NaN/inf, or all on one spot), else None."""
+def landmark_problem(points: np.ndarray, image_size: tuple[int, int] | None = None) -> str | None:
+    """Why 5 landmarks cannot define an alignment, else None: NaN/inf, all on one spot, or (given the
+    image's height and width) farther outside the photo than the photo is large, whose crop would be
+    nothing of it. Without the image, coordinates past limits.PIXELS (1e300 would overflow the fit)."""
     if not np.isfinite(points).all():
         return "landmarks must be finite numbers (found nan or inf)"
+    if np.abs(points).max() > limits.PIXELS:
+        return f"landmark coordinates must lie within +-{limits.PIXELS:g} pixels, found {np.abs(points).max():g}"
+    if image_size is not None:
+        height, width = image_size
+        inside = ((points >= -np.array([width, height])) & (points <= 2 * np.array([width, height]))).all()
+        if not inside:
+            return (f"landmarks lie far outside the {width}x{height} image (more than its own size beyond an "
+                    "edge); are they for this image, in pixels?")
     if ((points - points.mean(axis=0)) ** 2).sum(axis=1).mean() < MIN_SPREAD ** 2:
         return f"degenerate landmarks: the 5 points lie within {MIN_SPREAD:g} pixel of each other"
     return None
@@ -61,7 +72,7 @@ def landmark_problem(points: np.ndarray) -> str | None:
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Warp `image` so its 5 landmarks (5x2, pixels) land on the ArcFace template; 112x112 out."""
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    problem = landmark_problem(points)
+    problem = landmark_problem(points, image.shape[:2])
     if problem:
         raise ValueError(problem)
     matrix = similarity_transform(points, ARCFACE_TEMPLATE)
@@ -122,6 +133,9 @@ def align_folder(images_dir: str | os.PathLike, landmarks_path: str | os.PathLik
                 raise UserError(f"{source} is not a decodable image")
             target = tmp.joinpath(*PurePosixPath(relative).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
+            problem = landmark_problem(landmarks, image.shape[:2])
+            if problem:
+                raise UserError(f"{landmarks_path}: {relative}: {problem}")
             try:
                 ok, encoded = cv2.imencode(target.suffix, align_face(image, landmarks),
                                            [cv2.IMWRITE_JPEG_QUALITY, 95])

@@ -7,6 +7,7 @@ mxnet `im2rec` output has no such header: then every key is an image and carries
 """
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -20,6 +21,9 @@ from facenar_runtime.textinput import read_text
 
 # Record 0 must keep its framed size between the placeholder and the final version.
 _HEADER_PLACEHOLDER = (0.0, 0.0)
+# Labels and key ranges are stored as float32, which holds every whole number exactly only up to 2^24;
+# a larger (or NaN, inf, negative, fractional) value cannot be a label or key that a writer meant.
+MAX_LABEL = 1 << 24
 
 
 def read_property(folder: str | os.PathLike) -> tuple[int, tuple[int, int]]:
@@ -49,6 +53,14 @@ def _first_label(label: float | tuple[float, ...]) -> float:
     return label if isinstance(label, float) else label[0]
 
 
+def whole_label(value: float, where: str) -> int:
+    """A float32 label or key bound read from a record as an int, or one UserError naming the record."""
+    if not (math.isfinite(value) and 0 <= value <= MAX_LABEL and value == int(value)):
+        raise UserError(f"{where}: label {value!r} is not a whole number in 0..{MAX_LABEL} (2^24, the largest "
+                        "a float32 label holds exactly); the dataset is corrupt")
+    return int(value)
+
+
 class EmoreDataset:
     """Labels and encoded images of an emore (or im2rec) dataset, without decoding anything."""
 
@@ -68,7 +80,7 @@ class EmoreDataset:
         head, data = unpack_record(self.reader.read(0), f"{self.reader.rec_path} key 0")
         if head.flag < 2 or data:
             return self._scan_labels()
-        first, stop = int(head.label[0]), int(head.label[1])
+        first, stop = (whole_label(v, f"{self.reader.rec_path} key 0") for v in head.label[:2])
         where = f"{self.reader.rec_path}: identity header (key 0) says ids are keys {first}..{stop - 1}"
         if not 1 <= first <= stop or stop - 1 > int(self.reader.key_array()[-1]):
             raise UserError(f"{where}, which the index does not hold; the dataset is corrupt")
@@ -80,7 +92,7 @@ class EmoreDataset:
             if ident.flag < 2:
                 raise UserError(f"{self.reader.rec_path}: key {key} should be an identity record "
                                 f"with label (start, end); the dataset is corrupt")
-            start, end = int(ident.label[0]), int(ident.label[1])
+            start, end = (whole_label(v, f"{self.reader.rec_path} key {key}") for v in ident.label[:2])
             if not 1 <= start <= end <= first:
                 raise UserError(f"{self.reader.rec_path}: identity record {key} has image range "
                                 f"[{start}, {end}) outside keys 1..{first - 1}; the dataset is corrupt")
@@ -102,7 +114,7 @@ class EmoreDataset:
         labels = np.empty(keys.size, dtype=np.int64)
         for i, key in enumerate(keys.tolist()):
             head, _ = unpack_record(self.reader.read(key), f"{self.reader.rec_path} key {key}")
-            labels[i] = int(_first_label(head.label))
+            labels[i] = whole_label(_first_label(head.label), f"{self.reader.rec_path} key {key}")
         order = np.argsort(labels, kind="stable")
         self._image_keys = keys
         self._sorted_keys = keys[order]

@@ -36,20 +36,18 @@ def list_identities(images_dir: Path) -> list[tuple[str, list[Path]]]:
     return found
 
 
-def _read_image(path: Path) -> bytes:
+def _decoded(path: Path) -> tuple[bytes, tuple[int, int]]:
+    """The file's bytes and image size, once it is known to decode: an HTML page named .jpg must stop
+    the packing here, naming the file, not fail a training run days later."""
+    import cv2
+
     data = path.read_bytes()
     if not data:
         raise UserError(f"{path} is empty (0 bytes); remove or replace it")
-    return data
-
-
-def _image_size(path: Path) -> tuple[int, int]:
-    import cv2
-
-    image = cv2.imdecode(np.frombuffer(_read_image(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise UserError(f"{path}: cannot decode this image; remove or replace it")
-    return image.shape[0], image.shape[1]
+    return data, (image.shape[0], image.shape[1])
 
 
 def images_to_rec(images_dir, out_dir, force: bool = False) -> dict:
@@ -57,8 +55,8 @@ def images_to_rec(images_dir, out_dir, force: bool = False) -> dict:
     images_dir, out_dir = Path(images_dir), Path(out_dir)
     identities = list_identities(images_dir)
     check_outputs(force, folders={"--out": out_dir}, inputs={"--images": images_dir})
-    size = _image_size(identities[0][1][0])
-    batches = ([_read_image(file) for file in files]
+    size = _decoded(identities[0][1][0])[1]
+    batches = ([_decoded(file)[0] for file in files]
                for _, files in progress(identities, total=len(identities), desc="identities"))
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()

@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from facenar_runtime.cli import number, progress, run_cli
+from facenar_runtime import limits
 from data_tools.emore import EmoreDataset
 from data_tools.recordio import RecordReader, unpack_record
 
@@ -114,9 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                      description="Summarise an emore dataset folder (train.rec/idx + property).")
     parser.add_argument("folder", type=Path, help="dataset folder")
     parser.add_argument("--prefix", default="train", help="record file name without extension (default train)")
-    parser.add_argument("--per-id", type=number(int, min=1), default=40, help="report how many identities have at least this many images")
+    parser.add_argument("--per-id", type=number(int, min=1, max=limits.IMAGES), default=40, help="report how many identities have at least this many images")
     parser.add_argument("--verify-images", action="store_true", help="decode every image and check its size")
-    parser.add_argument("--workers", type=number(int, min=1), default=os.cpu_count(), help="decoding processes (default: all cores)")
+    parser.add_argument("--workers", type=number(int, min=1, max=limits.WORKERS), default=os.cpu_count(), help="decoding processes (default: all cores)")
     args = parser.parse_args(argv)
     dataset = EmoreDataset(args.folder, args.prefix)
     verified = verify_images(dataset, args.workers) if args.verify_images else None

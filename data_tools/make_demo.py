@@ -11,6 +11,7 @@ import time
 from typing import Sequence
 
 from facenar_runtime.cli import number, run_cli
+from facenar_runtime import limits
 from data_tools.demo import DEFAULTS, FOLDS, make_demo
 
 
@@ -18,12 +19,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m data_tools.make_demo",
                                      description="Generate the synthetic (drawn, not real) demo face dataset.")
     parser.add_argument("--out", required=True, help="output folder (appears atomically)")
-    parser.add_argument("--num-ids", type=number(int, min=2), default=DEFAULTS["num_ids"], help="training identities")
-    parser.add_argument("--images-per-id", type=number(int, min=2), default=DEFAULTS["images_per_id"])
-    parser.add_argument("--pairs", type=number(int, min=FOLDS), default=DEFAULTS["pairs_per_bench"],
+    parser.add_argument("--num-ids", type=number(int, min=2, max=limits.IDENTITIES), default=DEFAULTS["num_ids"], help="training identities")
+    parser.add_argument("--images-per-id", type=number(int, min=2, max=limits.IMAGES), default=DEFAULTS["images_per_id"])
+    parser.add_argument("--pairs", type=number(int, min=FOLDS, max=limits.PAIRS), default=DEFAULTS["pairs_per_bench"],
                         help="positive pairs per bench (as many negative pairs are added)")
-    parser.add_argument("--seed", type=number(int, min=0), default=DEFAULTS["seed"])
-    parser.add_argument("--workers", type=number(int, min=1), default=None,
+    parser.add_argument("--seed", type=number(int, min=0, max=limits.SEED), default=DEFAULTS["seed"])
+    parser.add_argument("--workers", type=number(int, min=1, max=limits.WORKERS), default=None,
                         help="processes (default: all cores for large sets); the output does not depend on it")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ from typing import Sequence
 from data_tools.cifar import CIFAR10, CIFAR100
 from data_tools.cifar_demo import DEFAULTS, DEFAULTS_100, make_demo_cifar
 from facenar_runtime.cli import number, run_cli
+from facenar_runtime import limits
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -22,11 +23,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                                                  "in the CIFAR-10 python format.")
     parser.add_argument("--out", required=True, help="output folder (appears atomically)")
     parser.add_argument("--cifar100", action="store_true", help="the CIFAR-100 format (100 fine classes)")
-    parser.add_argument("--train-per-class", type=number(int, min=1),
+    parser.add_argument("--train-per-class", type=number(int, min=1, max=limits.IMAGES),
                         help=f"default {DEFAULTS['train_per_class']} ({DEFAULTS_100['train_per_class']} with --cifar100)")
-    parser.add_argument("--test-per-class", type=number(int, min=1),
+    parser.add_argument("--test-per-class", type=number(int, min=1, max=limits.IMAGES),
                         help=f"default {DEFAULTS['test_per_class']} ({DEFAULTS_100['test_per_class']} with --cifar100)")
-    parser.add_argument("--seed", type=number(int, min=0), default=DEFAULTS["seed"])
+    parser.add_argument("--seed", type=number(int, min=0, max=limits.SEED), default=DEFAULTS["seed"])
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = parser.parse_args(argv)
     layout, defaults = (CIFAR100, DEFAULTS_100) if args.cifar100 else (CIFAR10, DEFAULTS)

@@ -13,15 +13,17 @@ from facenar_runtime.atomic import write_text_atomic
 from facenar_runtime.cli import number, run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
-from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops
+from facenar.space.arch import BACKBONES, GRANULARITIES, Arch, parse_codes, parse_ops, RANGES as ARCH_RANGES
+from facenar_runtime import limits
+from facenar.dist import device_option, resolve_device
 from facenar.space.ops import PAPER_OPS
 
 
 def _space_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backbone", default="iresnet50", choices=sorted(BACKBONES))
-    parser.add_argument("--width", type=number(float, gt=0), default=1.0, help="channel multiplier (default 1.0)")
-    parser.add_argument("--input-size", type=number(int, min=1), default=112, help="input height = width (default 112)")
-    parser.add_argument("--embedding-size", type=number(int, min=1),
+    parser.add_argument("--width", type=ARCH_RANGES["width"], default=1.0, help="channel multiplier (default 1.0)")
+    parser.add_argument("--input-size", type=ARCH_RANGES["input_size"], default=112, help="input height = width (default 112)")
+    parser.add_argument("--embedding-size", type=ARCH_RANGES["embedding_size"],
                         help="default 512 for an iresnet, the pooled feature size (512 x width) for a resnet")
     parser.add_argument("--granularity", default="block", choices=sorted(GRANULARITIES))
     parser.add_argument("--ops", "--candidates", dest="candidates", default=",".join(PAPER_OPS),
@@ -41,16 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     stats.add_argument("file", nargs="?", help="architecture JSON (else use --backbone/--codes)")
     stats.add_argument("--codes", help="comma-separated operator codes, one per slot")
     _space_options(stats)
-    stats.add_argument("--num-classes", type=number(int, min=0), default=0,
+    stats.add_argument("--num-classes", type=number(int, min=0, max=limits.IDENTITIES), default=0,
                        help="count a Linear(embedding -> N) classifier too, as published ResNet figures do "
                             "(1000 for ImageNet; default 0: the network alone)")
     stats.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     lat = sub.add_parser("latency", help="time every candidate op at every slot shape on this machine")
     _space_options(lat)
     lat.add_argument("--backend", default="torch", choices=["torch", "onnxruntime"])
-    lat.add_argument("--device", default="cpu", help="torch device (default cpu)")
-    lat.add_argument("--batch", type=number(int, min=1), default=1)
-    lat.add_argument("--repeats", type=number(int, min=1), default=20)
+    lat.add_argument("--device", type=device_option, default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    lat.add_argument("--batch", type=number(int, min=1, max=limits.BATCH), default=1)
+    lat.add_argument("--repeats", type=number(int, min=1, max=limits.REPEATS), default=20)
     lat.add_argument("--out", help="write the table as JSON here")
     lat.add_argument("--force", action="store_true", help="overwrite --out")
     return parser
@@ -76,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     check_outputs(args.force, files={"--out": args.out})
     table = measure_latency(args.backbone, backend=args.backend, batch=args.batch, repeats=args.repeats,
-                            device=args.device, **_space_kwargs(args))
+                            device=resolve_device(args.device), **_space_kwargs(args))
     print(format_latency(table))
     if args.out:
         write_text_atomic(args.out, json.dumps(table, indent=2) + "\n")

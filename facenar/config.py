@@ -12,23 +12,25 @@ preset or a stored config.json, so nothing unchecked reaches the work.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import types
 import typing
 from typing import Callable, ClassVar
 
-from facenar_runtime.cli import number
+from facenar_runtime import limits
+from facenar_runtime.cli import checked_value, number
 from facenar_runtime.errors import UserError
 
 
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
 # the range of every setting that search and training both have: declared once, the same in both
-SHARED_RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUNT, epochs=_COUNT,
-                     batch_size=_COUNT, lr=number(float, gt=0), lr_min=number(float, min=0),
-                     t0=number(float, min=1), t_mult=number(float, min=1), momentum=number(float, min=0, lt=1),
-                     weight_decay=number(float, min=0), scale=number(float, gt=0), m2=number(float, min=0),
-                     seed=_COUNT0, workers=_COUNT0)
+SHARED_RANGES = dict(width=number(float, gt=0, max=limits.WIDTH), input_size=number(int, min=1, max=limits.INPUT_SIDE),
+                     embedding_size=number(int, min=1, max=limits.EMBEDDING), epochs=number(int, min=1, max=limits.EPOCHS),
+                     batch_size=number(int, min=1, max=limits.BATCH), lr=number(float, gt=0, max=limits.LEARNING_RATE),
+                     lr_min=number(float, min=0, max=limits.LEARNING_RATE), t0=number(float, min=1, max=limits.EPOCHS),
+                     t_mult=number(float, min=1, max=limits.SCHEDULE), momentum=number(float, min=0, lt=1),
+                     weight_decay=number(float, min=0, max=limits.WEIGHT_DECAY),
+                     scale=number(float, gt=0, max=limits.LOGIT_SCALE), m2=number(float, min=0, max=limits.MARGIN_ANGLE),
+                     seed=number(int, min=0, max=limits.SEED), workers=number(int, min=0, max=limits.WORKERS))
 DEFAULT_TASK = "face"  # a config without `task` (every run written before tasks existed) is a face run
 
 
@@ -57,15 +59,8 @@ class RunConfig:
     def check_ranges(self) -> None:
         """The declared range of every numeric setting, whatever the value came from (None = unset)."""
         for name, parse in self.RANGES.items():
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):  # e.g. "many" in a config.json
-                    raise argparse.ArgumentTypeError(f"expected a number, got {value!r}")
-                parse(str(value))
-            except argparse.ArgumentTypeError as exc:
-                raise UserError(f"{self.flag(name)}: {exc}") from None
+            if getattr(self, name) is not None:
+                checked_value(parse, getattr(self, name), self.flag(name))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,7 +1,9 @@
 """torchrun / DDP plumbing shared by search and train: NCCL on CUDA, gloo on CPU."""
 from __future__ import annotations
 
+import argparse
 import os
+import re
 from dataclasses import dataclass
 
 import torch
@@ -26,15 +28,42 @@ class DistContext:
         return self.world_size > 1
 
 
+def device_problem(requested: str) -> str | None:
+    """Why `requested` cannot be used here (None when it can): auto, cpu, or a CUDA device this machine has.
+
+    Anything else (`foo`, `meta`, `mps`) would run on something facenar does not support or, for
+    `meta`, on no data at all and report meaningless numbers with exit 0.
+    """
+    if requested in ("auto", "cpu"):
+        return None
+    match = re.fullmatch(r"cuda(?::(\d{1,4}))?", requested)
+    if match is None:
+        return f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N"
+    if not torch.cuda.is_available():
+        return "no CUDA device is available here; use --device cpu"
+    count = torch.cuda.device_count()
+    if match.group(1) is not None and int(match.group(1)) >= count:
+        return f"this machine has {count} CUDA device(s), cuda:0..cuda:{count - 1}"
+    return None
+
+
 def resolve_device(requested: str) -> str:
-    """`auto` -> cuda when available, else cpu; the one check that an explicit cuda can be had."""
+    """`auto` -> cuda when available, else cpu; the one check of a device every command makes."""
+    problem = device_problem(requested)
+    if problem is not None:
+        raise UserError(f"--device {requested}: {problem}")
     if requested == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {requested}: no CUDA device is available here; use --device cpu")
-    if requested != "cpu" and not requested.startswith("cuda"):
-        raise UserError(f"unknown device {requested!r}; use auto, cpu or cuda")
     return requested
+
+
+def device_option(text: str) -> str:
+    """The argparse `type=` of every command's --device: a device this machine cannot use is a usage
+    error before any work; the text is kept (a run stores `auto` and resolves it where it runs)."""
+    problem = device_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def pick_device(requested: str = "auto", local_rank: int = 0) -> torch.device:

@@ -11,6 +11,7 @@ import argparse
 import json
 from typing import Sequence
 
+import torch
 from torch import nn
 
 from facenar_runtime.atomic import write_text_atomic
@@ -18,9 +19,10 @@ from facenar_runtime.cli import number, run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
 from facenar.checkpoint import load_model
-from facenar.dist import resolve_device
+from facenar.dist import resolve_device, device_option
 from facenar.config import DEFAULT_TASK
 from facenar.tasks.base import get_task
+from facenar_runtime import limits
 from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
 
 
@@ -31,19 +33,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", metavar="DIR", help="dataset holding the test split (default: the run's own data)")
     p.add_argument("--json", metavar="OUT", help="also write the results as JSON")
     p.add_argument("--force", action="store_true", help="overwrite --json OUT")
-    p.add_argument("--batch-size", type=number(int, min=1), default=256, help="(default 256)")
-    p.add_argument("--workers", type=number(int, min=0), default=2, help="DataLoader workers (default 2)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
+    p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256, help="(default 256)")
+    p.add_argument("--workers", type=number(int, min=0, max=limits.WORKERS), default=2, help="DataLoader workers (default 2)")
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     return p
 
 
-def classifier(payload: dict, backbone: nn.Module, where: str) -> nn.Module:
-    """backbone + the stored linear classifier, as training scored it."""
+def classifier(payload: dict, backbone: nn.Module, where: str, features: int, classes: int) -> nn.Module:
+    """backbone + the stored linear classifier, as training scored it.
+
+    The entry is checked against what it must be (Linear(features -> the test split's classes),
+    finite), so a damaged or foreign checkpoint gets one line instead of torch's shape errors.
+    """
     state = payload.get(CLASSIFIER)
     if not isinstance(state, dict) or "weight" not in state:
         raise UserError(f"{where} has no classifier head; evaluate a last.pt / best.pt written by "
                         "python -m facenar.train --task cifar10 or imagenet")
-    fc = nn.Linear(state["weight"].shape[1], state["weight"].shape[0])
+    shapes = {key: tuple(value.shape) if isinstance(value, torch.Tensor) and value.is_floating_point()
+              else type(value).__name__ for key, value in state.items()}
+    if shapes != {"weight": (classes, features), "bias": (classes,)}:
+        raise UserError(f"{where}: its classifier entry is {shapes}"[:300] + f", expected weight {(classes, features)} "
+                        f"and bias {(classes,)} (the test split's {classes} classes, the network's {features} "
+                        "features); the checkpoint is damaged or belongs to other data")
+    if not all(torch.isfinite(value).all() for value in state.values()):
+        raise UserError(f"{where}: its classifier weights are not finite (NaN/inf); the training run diverged")
+    fc = nn.Linear(features, classes)
     fc.load_state_dict(state)
     return nn.Sequential(backbone, fc.to(next(backbone.parameters()).device)).eval()
 
@@ -63,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data:
         raise UserError(f"{args.model} does not record its data; pass --data DIR")
     device = resolve_device(args.device)
-    model = classifier(payload, backbone.to(device), args.model)
     evaluation = TopK(task, data, args.workers)
+    model = classifier(payload, backbone.to(device), args.model, arch.embedding_size, evaluation.classes)
     results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
     print(evaluation.describe(results))
     if args.json:

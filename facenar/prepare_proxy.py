@@ -11,6 +11,7 @@ from typing import Sequence
 from facenar_runtime.cli import number, run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.paths import demo_proxy_dir
+from facenar_runtime import limits
 from data_tools.proxy import DEMO_DEFAULTS, FULL_DEFAULTS, build_proxy, format_summary
 
 
@@ -21,13 +22,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                     "into a proxy split: OUT/train.rec|idx, OUT/val.rec|idx, property, manifest.csv.")
     parser.add_argument("--data", metavar="DIR", help="emore dataset folder (default: the built-in demo data)")
     parser.add_argument("--out", metavar="DIR", help="output folder (default with no --data: the demo proxy folder)")
-    parser.add_argument("--num-ids", type=number(int, min=1), help=f"identities to sample (default {FULL_DEFAULTS['num_ids']}, "
+    parser.add_argument("--num-ids", type=number(int, min=1, max=limits.IDENTITIES), help=f"identities to sample (default {FULL_DEFAULTS['num_ids']}, "
                                                     f"demo {DEMO_DEFAULTS['num_ids']})")
-    parser.add_argument("--per-id", type=number(int, min=2), help=f"images per identity; identities with fewer are skipped "
+    parser.add_argument("--per-id", type=number(int, min=2, max=limits.IMAGES), help=f"images per identity; identities with fewer are skipped "
                                                    f"(default {FULL_DEFAULTS['per_id']})")
-    parser.add_argument("--val-per-id", type=number(int, min=1), help=f"of those, images held out for val "
+    parser.add_argument("--val-per-id", type=number(int, min=1, max=limits.IMAGES), help=f"of those, images held out for val "
                                                        f"(default {FULL_DEFAULTS['val_per_id']})")
-    parser.add_argument("--seed", type=number(int, min=0), help="sampling seed (default 0); same seed, same bytes")
+    parser.add_argument("--seed", type=number(int, min=0, max=limits.SEED), help="sampling seed (default 0); same seed, same bytes")
     parser.add_argument("--force", action="store_true", help="replace an existing output folder")
     return parser.parse_args(argv)
 

@@ -49,9 +49,13 @@ def number(kind: type = int, *, min: float | None = None, max: float | None = No
            gt: float | None = None, lt: float | None = None) -> Callable[[str], int | float]:
     """An argparse `type=` that parses int or float and enforces a range; floats must be finite.
 
+    An upper bound (`max` or `lt`, usually one of facenar_runtime.limits with its reason) is required:
+    an unbounded size or seed ends in a numpy/torch traceback or an allocation that never returns.
     Declaring the range with the option (not in the code that uses it) is what lets the test
     `unchecked_numeric_options` prove that no numeric option of a command is left unchecked.
     """
+    if max is None and lt is None:
+        raise TypeError("number() needs an upper bound (max= or lt=); see facenar_runtime.limits")
     bounds = [(min, ">=", lambda v, b: v >= b), (gt, ">", lambda v, b: v > b),
               (max, "<=", lambda v, b: v <= b), (lt, "<", lambda v, b: v < b)]
     bounds = [(bound, sign, test) for bound, sign, test in bounds if bound is not None]
@@ -60,13 +64,14 @@ def number(kind: type = int, *, min: float | None = None, max: float | None = No
     def parse(text: str) -> int | float:
         try:
             value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        except ValueError:  # also an integer over Python's 4300-digit conversion limit
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}"[:200]) from None
         if not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         for bound, sign, test in bounds:
             if not test(value, bound):
-                raise argparse.ArgumentTypeError(f"must be {sign} {bound:g}, got {text}")
+                shown = bound if isinstance(bound, int) else f"{bound:g}"  # 2147483647, not 2.14748e+09
+                raise argparse.ArgumentTypeError(f"must be {sign} {shown}, got {text}"[:200])
         return value
 
     parse.checked_number = True
@@ -77,6 +82,17 @@ def number(kind: type = int, *, min: float | None = None, max: float | None = No
 def probability() -> Callable[[str], float]:
     """A float in [0, 1]."""
     return number(float, min=0.0, max=1.0)
+
+
+def checked_value(parse: Callable[[str], int | float], value, name: str) -> int | float:
+    """A number from a JSON file (config, architecture) through its option's `number(...)` range,
+    or one UserError naming the setting: the file gets exactly the checks the command line gets."""
+    try:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):  # e.g. "many" in a config.json
+            raise argparse.ArgumentTypeError(f"expected a number, got {value!r}"[:200])
+        return parse(str(value))
+    except argparse.ArgumentTypeError as exc:
+        raise UserError(f"{name}: {exc}") from None
 
 
 def unchecked_numeric_options(parser: argparse.ArgumentParser) -> list[str]:

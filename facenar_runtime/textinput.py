@@ -77,3 +77,8 @@ def read_json(path: str | os.PathLike, what: str, hint: str = ""):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path} is not valid JSON ({exc}); fix or regenerate it") from None
+    except ValueError as exc:  # an integer over Python's 4300-digit conversion limit
+        raise UserError(f"{path}: {exc}; no facenar file holds such a number, fix or regenerate it") from None
+    except RecursionError:
+        raise UserError(f"{path} nests arrays or objects too deeply to read; no facenar file does, "
+                        "fix or regenerate it") from None

@@ -38,9 +38,34 @@ def test_every_numeric_option_is_declared_with_a_range(module_name, monkeypatch)
     assert unchecked_numeric_options(parser_of(module_name, monkeypatch)) == []
 
 
+def numeric_actions(parser: argparse.ArgumentParser, prefix: str = ""):
+    """(name, action) of every option parsed by a number(...) type, sub-commands included."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from numeric_actions(sub, f"{prefix}{name} ")
+        elif getattr(action.type, "checked_number", False):
+            yield prefix + "/".join(action.option_strings), action
+
+
+@pytest.mark.parametrize("module_name", CLI_MODULES)
+def test_every_numeric_option_refuses_a_value_past_its_maximum(module_name, monkeypatch):
+    """Issue 19 item 6: --seed 2**64, --width 1e300, --input-size 99999999999 are usage errors, not tracebacks."""
+    for name, action in numeric_actions(parser_of(module_name, monkeypatch)):
+        for text in ("1e300", str(2**64), "9" * 5000):
+            with pytest.raises(argparse.ArgumentTypeError, match="must be <|expected an integer|expected a finite number"):
+                action.type(text)
+
+
+def test_number_needs_an_upper_bound():
+    with pytest.raises(TypeError, match="upper bound"):
+        number(int, min=0)
+    assert number(float, lt=0)("-1") == -1.0
+
+
 def test_unchecked_numeric_options_finds_bare_types_in_groups_and_subcommands():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--ok", type=number(int, min=0))
+    parser.add_argument("--ok", type=number(int, min=0, max=9))
     parser.add_argument_group("g").add_argument("--lr", type=float)
     sub = parser.add_subparsers().add_parser("run")
     sub.add_argument("--steps", type=int)
@@ -58,7 +83,7 @@ def test_unchecked_numeric_options_finds_bare_types_in_groups_and_subcommands():
 ])
 def test_number_rejects_with_one_usage_line(text, kind, bounds, message, capsys):
     parser = argparse.ArgumentParser(prog="p")
-    parser.add_argument("--value", type=number(kind, **bounds))
+    parser.add_argument("--value", type=number(kind, **{"max": 1e9, **bounds}))
     with pytest.raises(SystemExit) as info:
         parser.parse_args(["--value", text])
     assert info.value.code == 2
@@ -66,7 +91,7 @@ def test_number_rejects_with_one_usage_line(text, kind, bounds, message, capsys)
 
 
 def test_number_and_probability_accept_valid_values():
-    assert number(int, min=0)("0") == 0 and number(float, gt=0)("1e-4") == 1e-4
+    assert number(int, min=0, max=1)("0") == 0 and number(float, gt=0, max=1)("1e-4") == 1e-4
     assert probability()("0.5") == 0.5
     with pytest.raises(argparse.ArgumentTypeError):
         probability()("1.5")

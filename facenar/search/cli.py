@@ -14,6 +14,8 @@ from facenar_runtime.errors import UserError
 from facenar.config import HELP_EPILOG, add_option
 from facenar.rundir import run_folder
 from facenar.search.config import PRESETS, SPACES, SearchConfig, resolve_config
+from facenar_runtime import limits
+from facenar.dist import device_option
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
 from facenar.space.ops import space_ops
 from facenar.tasks.base import TASKS, task_help
@@ -102,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", help="run directory (default runs/search-<timestamp>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
-    add(run, "--device", "", choices=["auto", "cpu", "cuda"])
+    add(run, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
     add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
     # simulates a kill in tests
-    run.add_argument("--stop-after-epochs", type=number(int, min=0), help=argparse.SUPPRESS)
+    run.add_argument("--stop-after-epochs", type=number(int, min=0, max=limits.EPOCHS), help=argparse.SUPPRESS)
     return p
 
 

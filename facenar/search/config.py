@@ -16,6 +16,7 @@ from facenar.space.arch import BACKBONES, GRANULARITIES
 from facenar.registry import Registry
 from facenar.space.ops import PAPER_OPS, space_ops
 from facenar.tasks.base import check_task_options, get_task, task_presets
+from facenar_runtime import limits
 
 # the search spaces, each registered in facenar.search.spaces with the options only it reads
 SPACES = Registry("search space", modules=("facenar.search.spaces",))
@@ -23,13 +24,18 @@ SPACES = Registry("search space", modules=("facenar.search.spaces",))
 PRESETS: dict[str, dict] = task_presets("search")
 # the search space; on the implicit demo preset (no --data, no --preset) these options are refused
 SPACE_KEYS = ("backbone", "width", "input_size", "embedding_size", "ops", "granularity")
-_COUNT, _COUNT0 = number(int, min=1), number(int, min=0)
-RANGES = dict(SHARED_RANGES, pretrain_epochs=_COUNT0, steps_per_epoch=_COUNT0, controller_steps=_COUNT,
-              controller_samples=_COUNT, controller_lr=number(float, gt=0), entropy_weight=number(float, min=0),
-              baseline_decay=probability(), tanh_constant=number(float, gt=0), temperature=number(float, gt=0),
-              val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
-              target_latency=number(float, gt=0), cost_weight=number(float, lt=0), layers=number(int, min=2),
-              channels=number(int, min=2), skip_weight=number(float, min=0), skip_target=number(float, gt=0, lt=1))
+_COUNT = number(int, min=1, max=limits.SAMPLES)
+RANGES = dict(SHARED_RANGES, pretrain_epochs=number(int, min=0, max=limits.EPOCHS),
+              steps_per_epoch=number(int, min=0, max=limits.STEPS), controller_steps=_COUNT, controller_samples=_COUNT,
+              controller_lr=number(float, gt=0, max=limits.LEARNING_RATE),
+              entropy_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT), baseline_decay=probability(),
+              tanh_constant=number(float, gt=0, max=limits.LOGIT_RANGE),
+              temperature=number(float, gt=0, max=limits.LOGIT_RANGE), val_batch=number(int, min=1, max=limits.BATCH),
+              derive_samples=number(int, min=0, max=limits.SAMPLES), random_samples=number(int, min=0, max=limits.SAMPLES),
+              target_macs=number(float, gt=0, max=limits.MACS), target_latency=number(float, gt=0, max=limits.MILLISECONDS),
+              cost_weight=number(float, min=-limits.COST_EXPONENT, lt=0), layers=number(int, min=2, max=limits.LAYERS),
+              channels=number(int, min=2, max=limits.CHANNELS),
+              skip_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT), skip_target=number(float, gt=0, lt=1))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",

@@ -66,7 +66,7 @@ class Controller(nn.Module):
         chosen, log_prob, entropy = [], 0.0, 0.0
         for slot in range(self.num_slots):
             state = self.lstm(inputs, state)
-            log_p = torch.log_softmax(self._logits(slot, state[0]), dim=-1)
+            log_p = finite_policy(torch.log_softmax(self._logits(slot, state[0]), dim=-1))
             choice = choose(log_p, slot)
             log_prob = log_prob + log_p.gather(1, choice[:, None]).squeeze(1)
             entropy = entropy - (log_p.exp() * log_p).sum(dim=1)
@@ -106,6 +106,20 @@ def uniform_entropy(num_slots: int, num_ops: int) -> float:
     return num_slots * math.log(num_ops)
 
 
+def finite_policy(probabilities: torch.Tensor) -> torch.Tensor:
+    """The policy's (log-)probabilities, or FloatingPointError when weights grew past float32 arithmetic
+    (torch.multinomial's own error would not say what to change)."""
+    if not torch.isfinite(probabilities).all():
+        raise FloatingPointError("controller policy became non-finite; lower --controller-lr")
+    return probabilities
+
+
+def all_finite(tensors) -> bool:
+    """Whether every value of every tensor is finite (one device sync for all of them)."""
+    flags = [torch.isfinite(t).all() for t in tensors]
+    return bool(torch.stack(flags).all()) if flags else True
+
+
 class Reinforce:
     """REINFORCE with a moving-average baseline and an entropy bonus; Adam(beta1=0).
 
@@ -132,9 +146,13 @@ class Reinforce:
         loss = -(drawn.log_prob * advantage).mean()
         if drawn.penalty is not None:
             loss = loss + drawn.penalty.mean()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"controller loss became {loss.item()}; lower --controller-lr")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
+        if not all_finite(self.controller.parameters()):
+            raise FloatingPointError("controller weights became non-finite; lower --controller-lr")
         self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * float(shaped.mean())
         best = int(rewards.argmax())
         return {"reward_mean": float(rewards.mean()), "reward_max": float(rewards[best]),

@@ -20,7 +20,7 @@ import torch
 
 from facenar_runtime.cli import progress
 from facenar_runtime.errors import UserError
-from facenar.search.controller import Reinforce
+from facenar.search.controller import Reinforce, all_finite
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
 from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
@@ -117,6 +117,9 @@ class SearchEngine:
                                    totals.new_tensor(len(labels))])
         all_reduce_mean(totals, self.ctx)
         self._sync_buffers()
+        if not (torch.isfinite(totals).all() and all_finite(self.params)):  # the same verdict on every rank
+            raise FloatingPointError(f"shared-weight loss became {totals[0].item() / totals[2].item()}; "
+                                     "lower --lr or check the data")
         freq = self.space.op_freq(archs)  # per slot (NAR) or layer (ENAS): fraction of minibatches per op
         return {"shared_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
                 "op_freq": freq, "diversity": sum(any(row[op] > 0 for row in freq) for op in range(len(freq[0])))}
@@ -159,6 +162,17 @@ class SearchEngine:
                 "reward_max": best["reward_max"], "best_codes": best["best_codes"],
                 "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline,
                 **{key: sum(s[key] for s in steps) / len(steps) for key in self.space.extra_columns}}
+
+    @contextlib.contextmanager
+    def _stop_when_not_finite(self):
+        """A NaN/inf in the shared weights or the controller ends the run before anything of it is saved
+        (a NaN supernet would otherwise pick arch.json), like training's "loss became nan"."""
+        try:
+            yield
+        except FloatingPointError as exc:
+            kept = f"keeps epoch {self.epoch}" if self.epoch else "was not written yet"
+            raise UserError(f"search stopped in epoch {self.epoch + 1}: {exc}; nothing of this epoch was saved "
+                            f"({self.run_dir.path / LAST} {kept})") from None
 
     # ----- checkpoint ------------------------------------------------------------------------
     def save(self) -> None:
@@ -212,11 +226,12 @@ class SearchEngine:
                 return None
             started = time.perf_counter()
             lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min)
-            shared = self._train_shared()
-            if self.ctx.is_main:
-                ctrl = self._train_controller()
-                if self.best["reward"] is None or ctrl["reward_max"] > self.best["reward"]:
-                    self.best = {"reward": ctrl["reward_max"], "codes": ctrl["best_codes"]}
+            with self._stop_when_not_finite():
+                shared = self._train_shared()
+                if self.ctx.is_main:
+                    ctrl = self._train_controller()
+                    if self.best["reward"] is None or ctrl["reward_max"] > self.best["reward"]:
+                        self.best = {"reward": ctrl["reward_max"], "codes": ctrl["best_codes"]}
             barrier(self.ctx)
             self.epoch += 1
             done_here += 1

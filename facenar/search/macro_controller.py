@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from facenar.search.controller import Sample
+from facenar.search.controller import Sample, finite_policy
 from facenar.space.macro import ENAS_CANDIDATES, num_codes
 
 PickOp = Callable[[torch.Tensor, int], torch.Tensor]  # (log-probs [M, ops], code position) -> [M]
@@ -90,7 +90,7 @@ class MacroController(nn.Module):
         pos = 0
         for layer in range(self.num_layers):
             state = self.lstm(inputs, state)
-            log_p = torch.log_softmax(self._squash(state[0] @ self.heads[layer].t()), dim=-1)
+            log_p = finite_policy(torch.log_softmax(self._squash(state[0] @ self.heads[layer].t()), dim=-1))
             op = pick_op(log_p, pos)
             log_prob = log_prob + log_p.gather(1, op[:, None]).squeeze(1)
             entropy = entropy - (log_p.exp() * log_p).sum(dim=1)
@@ -102,7 +102,7 @@ class MacroController(nn.Module):
                 earlier = torch.stack(anchors, dim=1)  # [M, k, H]
                 score = torch.tanh(torch.stack(anchors_prev, dim=1) + self.w_curr(hidden)[:, None]) @ self.v
                 logit = self._squash(score)  # [M, k]
-                p = torch.sigmoid(logit)
+                p = finite_policy(torch.sigmoid(logit))
                 bits = pick_skips(p.detach(), pos).to(p.dtype)
                 log_prob = log_prob + (bits * F.logsigmoid(logit) + (1 - bits) * F.logsigmoid(-logit)).sum(1)
                 entropy = entropy + (math.log(2) - bernoulli_kl(p, 0.5)).sum(1)  # Bernoulli entropy

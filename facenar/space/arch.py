@@ -8,7 +8,6 @@ The ground floor of facenar: it imports nothing from the package but the operato
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 from pathlib import Path
@@ -17,6 +16,8 @@ from facenar_runtime.atomic import write_text_atomic
 from facenar_runtime.errors import UserError
 from facenar_runtime.textinput import read_json
 from facenar.space.ops import PAPER_OPS, space_ops
+from facenar_runtime import limits
+from facenar_runtime.cli import checked_value, number
 
 # Blocks per stage: IR blocks (insightface iresnet) or BasicBlocks (He et al.'s ResNet, torchvision);
 # stage widths are 64/128/256/512 times `width`.
@@ -32,6 +33,9 @@ FAMILIES = ("iresnet", "resnet")  # facenar.space.iresnet / facenar.space.resnet
 STAGE_WIDTHS = (64, 128, 256, 512)
 # "block": one slot per IR block (its op replaces both 3x3 convs); "conv": one slot per 3x3 conv.
 GRANULARITIES = {"block": 1, "conv": 2}
+# The numeric fields' ranges, shared by the JSON file and every command's --width/--input-size/--embedding-size.
+RANGES = {"width": number(float, gt=0, max=limits.WIDTH), "input_size": number(int, min=1, max=limits.INPUT_SIDE),
+          "embedding_size": number(int, min=1, max=limits.EMBEDDING)}
 FIELDS = ("backbone", "ops", "codes", "candidates", "width", "input_size", "embedding_size",
           "granularity", "provenance")
 
@@ -96,9 +100,7 @@ class Arch:
         for name in ("backbone", "granularity"):
             if not isinstance(getattr(self, name), str):
                 raise UserError(f"{name} must be a string, got {getattr(self, name)!r}"[:200])
-        width_ok = isinstance(self.width, (int, float)) and not isinstance(self.width, bool)
-        if not (width_ok and math.isfinite(self.width) and self.width > 0):
-            raise UserError(f"width must be a positive number, got {self.width!r}"[:200])
+        checked_value(RANGES["width"], self.width, "width")
 
     def _validate(self) -> None:
         expected = num_slots(self.backbone, self.granularity)
@@ -115,9 +117,7 @@ class Arch:
         if bad:
             raise UserError(f"operator codes must be integers in 0..{len(self.candidates) - 1}; got {bad[:5]}")
         for name in ("input_size", "embedding_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise UserError(f"{name} must be a positive integer, got {value!r}")
+            checked_value(RANGES[name], getattr(self, name), name)
         if family(self.backbone) == "resnet" and self.embedding_size != feature_size(self.width):
             raise UserError(f"{self.backbone} at width {self.width} ends in its {feature_size(self.width)}-long "
                             f"pooled feature (no embedding layer): embedding_size must be "

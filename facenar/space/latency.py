@@ -23,7 +23,9 @@ from torch import nn
 
 from facenar_runtime.errors import UserError
 from facenar_runtime.textinput import read_json
-from facenar.space.arch import Arch
+from facenar.space.arch import Arch, RANGES as ARCH_RANGES
+from facenar_runtime import limits
+from facenar_runtime.cli import checked_value, number
 from facenar.space.networks import build_child, conv_sites
 from facenar.space.ops import PAPER_OPS, build_op
 
@@ -126,9 +128,34 @@ def load_latency_table(path: str | Path) -> dict:
     missing = [k for k in needed if not isinstance(table, dict) or k not in table]
     if missing:
         raise UserError(f"{path} is not a facenar latency table (missing {', '.join(missing)})")
-    if any(set(table["candidates"]) - set(row) for row in table["slots"].values()):
-        raise UserError(f"{path}: some slots lack timings for the listed candidates")
+    try:
+        _check_table(table)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}; measure it again with python -m facenar.arch latency --out") from None
     return table
+
+
+def _check_table(table: dict) -> None:
+    """Types and timings of a (possibly hand-edited) table: a NaN or negative timing would make the cost
+    target silently never act, a wrong type fail deep inside the search."""
+    for name in ("backbone", "granularity"):
+        if not isinstance(table[name], str):
+            raise UserError(f"{name} must be a string, got {table[name]!r}"[:200])
+    checked_value(ARCH_RANGES["width"], table["width"], "width")
+    checked_value(ARCH_RANGES["input_size"], table["input_size"], "input_size")
+    candidates, slots = table["candidates"], table["slots"]
+    if not (isinstance(candidates, list) and candidates and all(isinstance(c, str) for c in candidates)
+            and len(set(candidates)) == len(candidates)):
+        raise UserError(f"candidates must be a list of distinct operator names, got {candidates!r}"[:200])
+    timing = number(float, min=0, max=limits.MILLISECONDS)
+    checked_value(timing, table["fixed_ms"], "fixed_ms")
+    if not isinstance(slots, dict) or sorted(slots, key=str) != sorted(map(str, range(len(slots))), key=str):
+        raise UserError("slots must be an object with keys \"0\", \"1\", ... (one per slot)")
+    for slot, row in slots.items():
+        if not isinstance(row, dict) or set(candidates) - set(row):
+            raise UserError(f"slot {slot} must hold a timing for each of {', '.join(candidates)}")
+        for op in candidates:
+            checked_value(timing, row[op], f"slot {slot} {op} (ms)")
 
 
 def format_latency(table: dict) -> str:

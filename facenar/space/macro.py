@@ -26,6 +26,8 @@ from torch import nn
 from facenar_runtime.atomic import write_text_atomic
 from facenar_runtime.errors import UserError
 from facenar_runtime.textinput import read_json
+from facenar_runtime import limits
+from facenar_runtime.cli import checked_value, number
 from facenar.space.arch import check_json_object, dumps
 from facenar.space.counting import count_macs, count_params
 from facenar.space.ops import build_enas_op
@@ -132,13 +134,11 @@ class MacroArch:
         for layer, row in enumerate(self.skips):
             if not isinstance(row, list) or len(row) != layer or not all(_is_int(b) and b in (0, 1) for b in row):
                 raise UserError(f"skips[{layer}] must be a list of {layer} bits (0 or 1), got {row!r}")
-        for name in ("channels", "input_size"):
-            if not _is_int(getattr(self, name)) or getattr(self, name) < 2:
-                raise UserError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
+        for name, low, top in (("channels", 2, limits.CHANNELS), ("input_size", 2, limits.INPUT_SIDE),
+                               ("num_classes", 0, limits.IDENTITIES)):
+            checked_value(number(int, min=low, max=top), getattr(self, name), name)
         if self.channels % 2:
             raise UserError(f"channels must be even (factorized reduction halves them), got {self.channels}")
-        if not _is_int(self.num_classes) or self.num_classes < 0:
-            raise UserError(f"num_classes must be an integer >= 0, got {self.num_classes!r}")
         if not isinstance(self.provenance, dict):
             raise UserError("provenance must be a JSON object")
 

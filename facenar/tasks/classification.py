@@ -230,7 +230,7 @@ class TopK:
 
     def __init__(self, task: ClassificationTask, folder: Path, workers: int = 0):
         self.task, self.folder, self.workers = task, Path(folder), workers
-        classes = len(task.open(folder, "test").classes)
+        self.classes = classes = len(task.open(folder, "test").classes)
         self.ks = (1, 5) if classes > 5 else (1,)
         self.columns = [f"top{k}" for k in self.ks]
         self.available, self.missing = True, None

@@ -12,12 +12,16 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
+from facenar_runtime.errors import UserError
 from data_tools.demo import ensure_demo
 from facenar.data import ProxyData, open_train_data
 from facenar.dist import barrier
 from facenar.tasks.base import TASKS, Task
 from facenar.tasks.heads import CosineClassifier, MarginSoftmax
 from facenar.tasks.partial_fc import PartialFC
+
+# the benches training verifies on by default (ArcFace's); a data folder may lack some of them
+DEFAULT_BENCHES = ("lfw", "cfp_fp", "agedb_30")
 
 
 @TASKS.register("face", summary="face recognition: emore data, ArcFace margin softmax, verification on .bin pairs")
@@ -90,7 +94,7 @@ class FaceTask(Task):
 
     @staticmethod
     def evaluation(cfg, folder: Path) -> "Verification":
-        return Verification(cfg.benches, folder)
+        return Verification(cfg.benches, folder, required=cfg.benches != list(DEFAULT_BENCHES))
 
 
 class Verification:
@@ -98,11 +102,18 @@ class Verification:
 
     score_name = "mean accuracy"
 
-    def __init__(self, names: list[str], folder: Path):
+    def __init__(self, names: list[str], folder: Path, required: bool = True):
+        """`required`: a named .bin that is missing is an error before training (as in verify), not a
+        run without verification and without best.pt; only the default list may be partly absent."""
         self.benches = {n: folder / f"{n}.bin" for n in names if (folder / f"{n}.bin").is_file()}
         self.columns = [*(f"{n}_acc" for n in names), "mean_acc"]
         self.available = bool(self.benches)
         missing = [n for n in names if n not in self.benches]
+        if missing and required:
+            present = sorted(path.stem for path in folder.glob("*.bin"))
+            raise UserError(f"--bench {','.join(names)}: {folder / (missing[0] + '.bin')} not found; name the "
+                            f".bin files of {folder} ({', '.join(present) or 'it has none'}), or --bench '' "
+                            "to train without verification")
         self.missing = f"no {', '.join(missing)} .bin in {folder}; not verified" if missing else None
 
     def run(self, model, device: str, input_size: int, batch_size: int) -> tuple[dict, dict, float]:

@@ -14,6 +14,7 @@ from typing import Sequence
 from facenar.rundir import read_run_config, run_folder
 from facenar.config import HELP_EPILOG, add_option
 from facenar.tasks.base import TASKS, task_help
+from facenar.dist import device_option
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-steps", "stop after N steps (resumable)", metavar="N")
     add("--seed", "")
     add("--workers", "DataLoader workers per process")
-    add("--device", "", choices=["auto", "cpu", "cuda"])
+    add("--device", "auto, cpu, cuda or cuda:N", type=device_option)
     return p
 
 

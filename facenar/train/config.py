@@ -12,6 +12,8 @@ from facenar_runtime.errors import UserError
 from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.space.arch import Arch
 from facenar.tasks.base import TASKS, check_task_options, task_presets
+from facenar_runtime import limits
+from facenar.tasks.face import DEFAULT_BENCHES
 from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
 
@@ -23,10 +25,12 @@ ARCH_KEYS = ("backbone", "width", "input_size", "embedding_size")
 PRESETS = task_presets("train")
 # --lr-scale linear: lr x global batch / this (ArcFace's batch: 4 GPUs x 128)
 REFERENCE_BATCH = 512
-_COUNT = number(int, min=1)
-RANGES = dict(SHARED_RANGES, m1=number(float, gt=0), m3=number(float, min=0), sample_rate=number(float, gt=0, max=1),
-              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0), verify_every=number(int, min=0),
-              verify_batch=_COUNT, checkpoint_every=_COUNT, log_every=_COUNT, max_steps=_COUNT)
+_COUNT = number(int, min=1, max=limits.STEPS)
+RANGES = dict(SHARED_RANGES, m1=number(float, gt=0, max=limits.MARGIN_MULTIPLIER),
+              m3=number(float, min=0, max=limits.MARGIN_COSINE), sample_rate=number(float, gt=0, max=1),
+              dropout=number(float, min=0, lt=1), grad_clip=number(float, min=0, max=limits.CLIP_NORM),
+              verify_every=number(int, min=0, max=limits.STEPS), verify_batch=number(int, min=1, max=limits.BATCH),
+              checkpoint_every=_COUNT, log_every=_COUNT, max_steps=_COUNT)
 # where each default comes from: the NAR paper, ArcFace (Deng et al., LResNet50E-IR on MS1M), insightface's
 # arcface_torch (its training scripts), or ours (engineering choices the papers do not make)
 SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch_size="ArcFace", lr="paper",
@@ -78,7 +82,7 @@ class TrainConfig(RunConfig):
     device: str = "auto"
     verify_every: int = 0                # steps; 0 = at the end of every epoch
     verify_batch: int = 256
-    bench: str = "lfw,cfp_fp,agedb_30"
+    bench: str = ",".join(DEFAULT_BENCHES)
     checkpoint_every: int = 1000         # steps (and always at the end of an epoch)
     log_every: int = 50
     max_steps: int | None = None
@@ -111,6 +115,9 @@ class TrainConfig(RunConfig):
             raise UserError(f"--schedule must be sgdr or poly, got {self.schedule!r}")
         if self.lr_scale not in ("linear", "none"):
             raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
+        repeated = sorted({name for name in self.benches if self.benches.count(name) > 1})
+        if repeated:
+            raise UserError(f"--bench names {repeated[0]!r} twice")
         problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
         if problem:
             raise UserError(f"--t0/--t-mult/--lr/--lr-min: {problem}")

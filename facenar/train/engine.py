@@ -163,6 +163,10 @@ class TrainEngine:
             self.step, self.epoch, self.consumed = payload["step"], payload["epoch"], payload["consumed"]
             self.best, self.best_step = payload.get("best_mean_acc", -1.0), payload.get("best_step")
             self.done_at["last"] = self.step
+            verified = payload.get("verified")  # absent in checkpoints written before it was stored
+            if isinstance(verified, dict) and verified.get("step") is not None:
+                self.done_at["verify"] = self.verify_step = verified["step"]
+                self.last_results, self.last_figures = verified.get("results"), verified.get("figures")
             self.pending = list(payload["pending_loss"])
             rng = payload["rng"]
             restore_rng(rng[self.ctx.rank % len(rng)])
@@ -245,9 +249,10 @@ class TrainEngine:
                                {**extra, "best_mean_acc": mean, "best_step": self.step, "verify": results})
                     self.run.log(f"best {self.evaluation.score_name} so far {mean:.2f}% -> {self.run.path / BEST} "
                                  "(selected on the benchmarks: optimistic)")
-            if last:
+            if last:  # with the latest evaluation: a resumed finished run must not verify (and record) it again
+                verified = {"step": self.verify_step, "results": self.last_results, "figures": self.last_figures}
                 save_model(self.run.path / LAST, self.arch, self.engine.module,
-                           {**extra, "best_mean_acc": self.best, "best_step": self.best_step})
+                           {**extra, "best_mean_acc": self.best, "best_step": self.best_step, "verified": verified})
                 self.run.log(f"checkpoint: step {self.step} -> {self.run.path / LAST}")
         self.done_at.update({"verify": self.step} if verify else {})
         self.done_at.update({"last": self.step} if last else {})

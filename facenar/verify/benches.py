@@ -62,6 +62,19 @@ def load_bench(name: str, path: str | Path, input_size: int, workers: int | None
     return Bench(name, path, *_CACHE[key])
 
 
+def check_embeddings(raw: np.ndarray, bench: Bench) -> None:
+    """Refuse degenerate embeddings instead of scoring them: NaN ones would all sit at one distance
+    and zero ones at none, and either gives a plausible-looking accuracy ("50.00", "VAL 100.00")."""
+    broken = ~np.isfinite(raw).all(axis=1)
+    zero = ~broken & ~np.any(raw, axis=1)
+    if broken.any() or zero.any():
+        counts = [f"{n} non-finite (NaN/inf)" for n in [int(broken.sum())] if n] + \
+                 [f"{n} of zero length" for n in [int(zero.sum())] if n]
+        raise UserError(f"bench {bench.name!r} ({bench.path}): the model gave {' and '.join(counts)} of "
+                        f"{len(raw)} embeddings; no accuracy can be measured (a diverged checkpoint or a "
+                        "broken ONNX model?)")
+
+
 def evaluate_bench(embedder, bench: Bench, batch_size: int = 256, flip: bool = True) -> BenchResult:
     """Embed a bench (optionally + mirrored images) and run the protocol on it."""
     plain, mirrored = embed_images(embedder, bench.images, batch_size, flip, desc=bench.name)
@@ -70,6 +83,7 @@ def evaluate_bench(embedder, bench: Bench, batch_size: int = 256, flip: bool = T
     if mirrored is not None:
         raw = raw + mirrored.astype(np.float64)
         norms = np.r_[norms, np.linalg.norm(mirrored.astype(np.float64), axis=1)]
+    check_embeddings(raw, bench)
     embeddings = metrics.l2_normalize(raw)
     distances = metrics.pair_distances(embeddings)
     result = metrics.evaluate_distances(distances, bench.issame, name=bench.name)

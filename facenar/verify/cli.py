@@ -21,10 +21,11 @@ import numpy as np
 from facenar_runtime.atomic import atomic_open, write_text_atomic
 from facenar_runtime.cli import number
 from facenar_runtime.outputs import check_outputs
+from facenar_runtime import limits
 from facenar.verify import metrics
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
-from facenar.dist import resolve_device
+from facenar.dist import device_option, resolve_device
 
 
 def _cell(value, digits: int, scale: float = 1.0) -> str:
@@ -105,14 +106,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="folder holding the .bin files (default: the built-in demo data)")
     p.add_argument("--model", help="facenar checkpoint (.pt) or insightface-layout .onnx "
                                    "(default: newest runs/*/best.pt)")
-    p.add_argument("--batch-size", type=number(int, min=1), default=256)
+    p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256)
     p.add_argument("--no-flip", action="store_true", help="embed plain images only (no flip sum)")
     p.add_argument("--json", help="write the metrics as JSON")
     p.add_argument("--csv", help="write the metrics as CSV")
     p.add_argument("--plot", help="write ROC curves (PNG)")
     p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
-    p.add_argument("--workers", type=number(int, min=1), default=None,
+    p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    p.add_argument("--workers", type=number(int, min=1, max=limits.WORKERS), default=None,
                    help="image-decoding threads (default min(8, CPUs))")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     return p
