@@ -1,7 +1,7 @@
 """The largest value each kind of number may take, and why.
 
 Every numeric option and every number read from a config or architecture JSON is checked against
-one of these (data_tools.cli `number(...)` refuses to build a parser without an upper bound): a
+one of these (facenar_runtime.cli `number(...)` refuses to build a parser without an upper bound): a
 value past them is a typo or an attack (`--seed 2**64`, `"input_size": 10**12`), and without the
 bound it ends in a traceback from numpy or torch, or in allocating until the machine gives out.
 Each bound sits far above any real use so that no genuine run meets it.
