@@ -191,7 +191,8 @@ def read_pairs(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
                                  check=lambda parts: None if parts[2] in ("0", "1") else
                                  f"label {parts[2]!r} must be 0 or 1")
     if not np.isin(label, (0, 1)).all():
-        raise row_error(path, int(np.flatnonzero(~np.isin(label, (0, 1)))[0]), "label must be 0 or 1")
+        row = int(np.flatnonzero(~np.isin(label, (0, 1)))[0])
+        raise row_error(path, row, f"label '{label[row]}' must be 0 or 1")
     return first, second, label.astype(bool)
 
 

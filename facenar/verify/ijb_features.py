@@ -38,10 +38,11 @@ class _ImageProblem(Exception):
 def _align_batch(job: tuple) -> np.ndarray:
     """Read and align images first..first+len(names)-1: uint8 [B, 112, 112, 3] RGB."""
     folder, names, points, first = job
+    cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)   # our error line says it, once
     out = np.empty((len(names), ALIGNED, ALIGNED, 3), np.uint8)
     for offset, (name, landmarks) in enumerate(zip(names, points)):
         path = os.path.join(folder, name)
-        image = cv2.imread(path, cv2.IMREAD_COLOR)
+        image = cv2.imread(path, cv2.IMREAD_COLOR) if os.path.isfile(path) else None
         if image is None:
             what = "not found" if not os.path.isfile(path) else "not a readable image"
             raise _ImageProblem(first + offset, f"image {path} {what}")
