@@ -201,3 +201,53 @@ def test_model_input_must_be_112(ijb_demo, tmp_path, capsys):
                           output_names=["fc1"], opset_version=17, dynamo=False, dynamic_axes={"data": {0: "b"}})
     code, _, err = run_exit(["--ijb", str(ijb_demo), "--model", str(path), "--cache", str(tmp_path / "c.npz")], capsys)
     assert code == 2 and "m96.onnx" in err and "96x96" in err and "112x112" in err, err
+
+
+def test_real_score_distributions_deepface(realdata):
+    """Real models' distances (4 decimals, so ties): our ROC and TARs equal sklearn's and insightface's rule."""
+    import pandas as pd
+
+    table = pd.read_csv(realdata / "deepface_pairs" / "face-recognition-pivot.csv")
+    labels = (table["decision"] == "Yes").to_numpy()
+    for column in [c for c in table.columns if c.endswith(("cosine", "euclidean_l2"))]:
+        scores = -table[column].to_numpy(dtype=np.float64)        # smaller distance = more similar
+        curve = M.roc(labels, scores.copy())
+        fpr, tpr, _ = roc_curve(labels, scores)
+        np.testing.assert_array_equal(curve.fpr, fpr)
+        np.testing.assert_array_equal(curve.tpr, tpr)
+        fars = [1e-3, 1e-2, 0.05, 0.1, 0.3]
+        want, strict, area = R.reference_tars(labels, scores, fars)
+        assert {f: M.tar_at_far(curve, f) for f in fars} == want, column
+        assert {f: M.tar_at_far_strict(curve, f) for f in fars} == strict, column
+        assert M.auc(curve) == area
+
+
+def test_real_lfw_photos_as_an_ijb_release(realdata, checkpoint, tmp_path, capsys):
+    """Raw 250x250 LFW photos with their real 5-point landmarks, laid out as an IJB-C release."""
+    root = tmp_path / "IJBC"
+    (root / "loose_crop").mkdir(parents=True)
+    (root / "meta").mkdir()
+    lines = (realdata / "lfw_raw" / "landmarks_5pt.txt").read_text().split("\n")
+    faces = {line.split()[0].rsplit("/", 1)[-1]: line.split()[5:] for line in lines if line.strip()}
+    names = sorted(faces)
+    template = {name: index + 1 for index, name in enumerate(names)}
+    template["Anthony_Hopkins_0002.jpg"] = template["Anthony_Hopkins_0001.jpg"]   # one template, two media
+    for name in names:
+        shutil.copy(realdata / "lfw_raw" / name, root / "loose_crop" / name)
+    (root / "meta" / "ijbc_face_tid_mid.txt").write_text(
+        "".join(f"{name} {template[name]} {index}\n" for index, name in enumerate(names)))
+    (root / "meta" / "ijbc_name_5pts_score.txt").write_text(
+        "".join(f"{name} {' '.join(faces[name])} 0.99\n" for name in names))
+    rob1, rob2, tony = template["Rob_Lowe_0001.jpg"], template["Rob_Lowe_0002.jpg"], template["Anthony_Hopkins_0001.jpg"]
+    others = sorted(set(template.values()) - {rob1, rob2, tony})
+    pairs = [(rob1, rob2, 1), (rob1, tony, 0), (rob2, tony, 0), *((rob1, o, 0) for o in others), (tony, others[0], 0)]
+    (root / "meta" / "ijbc_template_pair_label.txt").write_text("".join(f"{a} {b} {y}\n" for a, b, y in pairs))
+    out = tmp_path / "lfw.json"
+    code, stdout, err = run_exit(["--ijb", str(root), "--model", str(checkpoint), "--no-1n", "--workers", "1",
+                                  "--json", str(out), "--scores", str(tmp_path / "lfw.npy")], capsys)
+    assert code == 0, err
+    got = json.loads(out.read_text())
+    assert got["pairs"] == len(pairs) and got["templates"] == len(names) - 1 and "rank1" not in got
+    cache = np.load(tmp_path / "lfw.embeddings.npz")
+    assert cache["plain"].shape == (len(names), 32) and np.isfinite(cache["plain"]).all()
+    assert np.abs(np.load(tmp_path / "lfw.npy")).max() <= 1 + 1e-12
