@@ -126,19 +126,24 @@ def _scan(path: Path, what: str, sep: str | None, fields: Sequence[Callable], ex
 
 def _read(path: Path, what: str, sep: str, fields: Sequence[Callable], exact: bool = True,
           header: bool = False, check: Callable[[list], str | None] | None = None):
-    """The file as a DataFrame (pandas C reader); on any failure, the first bad line as a UserError."""
+    """The file's columns as arrays (pandas C reader); on any failure, the first bad line as a UserError."""
     import pandas as pd
 
     if not path.is_file():
         raise UserError(f"{what} {path} not found")
     dtypes = {i: (str if f is str else np.float64 if f.__name__ == "float" else np.int64)
               for i, f in enumerate(fields)}
+    width = len(fields)
     try:
+        # exact files get one spare column: a line with an extra field fills it, and is refused
         frame = pd.read_csv(path, sep=sep, header=None, skiprows=1 if header else 0, engine="c",
-                            names=None if not exact else list(range(len(fields))),
-                            usecols=list(range(len(fields))), dtype=dtypes, skip_blank_lines=True,
-                            encoding="utf-8", na_filter=True)
-        if frame.isna().to_numpy().any():
+                            names=list(range(width + 1)) if exact else None,
+                            usecols=None if exact else list(range(width)),
+                            dtype={**dtypes, width: str} if exact else dtypes, skip_blank_lines=True,
+                            encoding="utf-8")
+        if exact and frame[width].notna().any():
+            raise ValueError("extra field")
+        if frame[list(range(width))].isna().to_numpy().any():
             raise ValueError("missing field")
         if len(frame) == 0:
             raise UserError(f"{what} {path} is empty")

@@ -175,6 +175,8 @@ def test_bad_input_one_error_line_naming_file_and_line(ijb_demo, checkpoint, tmp
         "missing meta": (broken("a", remove="meta/ijbc_template_pair_label.txt"), "ijbc_template_pair_label.txt not found"),
         "landmark fields": (broken("b", set_line(4, "5.jpg 1 2 3 4 5 6 7 8 9 10"), "ijbc_name_5pts_score.txt"),
                             "ijbc_name_5pts_score.txt:5: expected 12 fields"),
+        "extra field": (broken("h", set_line(6, "7.jpg 1 2 3 4 5 6 7 8 9 10 0.9 7"), "ijbc_name_5pts_score.txt"),
+                        "ijbc_name_5pts_score.txt:7: expected 12 fields"),
         "absent image": (broken("c", remove="loose_crop/3.jpg"), "ijbc_name_5pts_score.txt:3: image"),
         "unknown template": (broken("d", set_line(2, "1 4242 0"), "ijbc_template_pair_label.txt"),
                              "ijbc_template_pair_label.txt:3: template 4242 has no images"),

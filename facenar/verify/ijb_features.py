@@ -10,6 +10,7 @@ re-embeds nothing; a run on the full IJB-C takes hours on a CPU and minutes on a
 """
 from __future__ import annotations
 
+import collections
 import json
 import multiprocessing
 import os
@@ -58,6 +59,18 @@ def _batches(folder: Path, names: np.ndarray, points: np.ndarray, batch_size: in
             for i in range(0, len(names), batch_size)]
 
 
+def _bounded_map(pool, jobs: list, ahead: int):
+    """pool.imap in order, but at most `ahead` batches decoded and waiting: a CPU embeds slower than
+    the workers align, and imap would queue all of IJB-C's aligned images (~17 GB) in memory."""
+    pending = collections.deque()
+    for job in jobs:
+        pending.append(pool.apply_async(_align_batch, (job,)))
+        if len(pending) > ahead:
+            yield pending.popleft().get()
+    while pending:
+        yield pending.popleft().get()
+
+
 def embed_images(embedder, folder: Path, names: np.ndarray, points: np.ndarray, landmark_path: Path,
                  batch_size: int = 256, workers: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """Raw float32 embeddings of every aligned image and of its mirror, in landmark-file order."""
@@ -65,7 +78,7 @@ def embed_images(embedder, folder: Path, names: np.ndarray, points: np.ndarray, 
     plain, mirrored = [], []
     pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
     try:
-        aligned = pool.imap(_align_batch, jobs) if pool else map(_align_batch, jobs)
+        aligned = _bounded_map(pool, jobs, 2 * workers) if pool else map(_align_batch, jobs)
         for batch in progress(aligned, total=len(jobs), desc="align + embed"):
             plain.append(embedder(batch))
             mirrored.append(embedder(np.ascontiguousarray(batch[:, :, ::-1])))
