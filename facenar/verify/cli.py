@@ -103,7 +103,8 @@ def write_embeddings(path, results: Mapping[str, BenchResult]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facenar.verify",
-                                description="10-fold verification accuracy (insightface protocol) on .bin pair files.")
+                                description="10-fold verification accuracy (insightface protocol) on .bin pair "
+                                            "files, or IJB-B / IJB-C 1:1 and 1:N (--ijb).")
     p.add_argument("--bench", default="lfw,cfp_fp,agedb_30",
                    help="comma-separated names (DIR/NAME.bin) or .bin paths, or all (every .bin in --data) "
                         "(default lfw,cfp_fp,agedb_30)")
@@ -140,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
 def far_list(text: str) -> tuple[float, ...]:
     """`1e-4,1e-3` -> (0.0001, 0.001); each FAR in (0, 1]."""
     parse = number(float, gt=0, max=1)
-    return tuple(parse(part) for part in text.split(",") if part.strip())
+    fars = tuple(parse(part) for part in text.split(",") if part.strip())
+    if not fars:
+        raise argparse.ArgumentTypeError("give at least one FAR, e.g. 1e-4")
+    return fars
 
 
 def _run_ijb(args, model_path) -> int:
@@ -160,8 +164,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ijb is None and (args.scores or args.cache):
         raise UserError("--scores and --cache belong to --ijb")
     if args.ijb is not None:
-        if args.csv or args.embeddings:
-            raise UserError("--csv and --embeddings belong to the .bin benches, not --ijb")
+        if args.csv or args.embeddings or args.data:
+            raise UserError("--csv, --embeddings and --data belong to the .bin benches; --ijb takes its own folder")
         model_path = args.model or find_default_model()
         return _run_ijb(args, model_path)
     outputs = {"--json": args.json, "--csv": args.csv, "--plot": args.plot, "--embeddings": args.embeddings}

@@ -233,7 +233,7 @@ def identify(probe_feats: np.ndarray, probe_subjects: np.ndarray, gallery_feats:
                 positive = sim[rows, m[rows]]
                 pos_sims.append(positive)
                 correct.append(positive > np.where(same, -np.inf, sim[rows]).max(axis=1))
-            non_mated_max.append(sim[~mated].max(axis=1) if gallery_feats.shape[0] else sim[~mated][:, :0].sum(1))
+            non_mated_max.append(sim[~mated].max(axis=1))
             tick(len(m))
     pos = np.concatenate(pos_sims) if pos_sims else np.empty(0)
     ok = np.concatenate(correct) if correct else np.empty(0, bool)
