@@ -5,7 +5,8 @@ Random unit image features (512-d float32) laid out like IJB-C: 469,375 images i
 features in the same run: facenar.verify.ijb_metrics (pool_templates, score_pairs, roc + TARs) and
 facenar.verify.ijb_reference (insightface's eval_ijbc.py loops, 100,000-pair batches, sklearn's
 roc_curve). Each path's time and its peak of new memory (tracemalloc, which numpy reports to) are
-measured (CPU time untraced, then memory in a traced second run); the ratios are the figures to quote. Both must give the same TARs and AUC, exactly.
+measured (CPU time untraced, then memory in a traced second run); the ratios are the figures to
+quote. Both must give the same TARs and AUC, exactly.
 
     python -m benchmarks.ijb_eval [--quick]      (--quick: 1/20 of the counts)
 """
@@ -73,9 +74,10 @@ def run(quick: bool = False) -> tuple[list[dict], dict]:
     if table != ref_table or area != ref_area:
         raise AssertionError(f"facenar and insightface's loops disagree: {table} {area} vs {ref_table} {ref_area}")
     sizes = {"images": len(data[0]), "templates": len(np.unique(data[0])), "pairs": len(data[3])}
-    rows = [{"path": "insightface loops (ijb_reference)", **sizes, "cpu_s": ref_s, "wall_s": ref_wall, "peak_MiB": round(ref_mib),
-             "speed_up": 1.0, "memory_ratio": 1.0},
-            {"path": "facenar vectorised (ijb_metrics)", **sizes, "cpu_s": ours_s, "wall_s": ours_wall, "peak_MiB": round(ours_mib),
+    rows = [{"path": "insightface loops (ijb_reference)", **sizes, "cpu_s": ref_s, "wall_s": ref_wall,
+             "peak_MiB": round(ref_mib), "speed_up": 1.0, "memory_ratio": 1.0},
+            {"path": "facenar vectorised (ijb_metrics)", **sizes, "cpu_s": ours_s, "wall_s": ours_wall,
+             "peak_MiB": round(ours_mib),
              "speed_up": round(ref_s / ours_s, 1), "memory_ratio": round(ours_mib / ref_mib, 2)}]
     return rows, {"tar_at_1e-4": table[1e-4], "strict_at_1e-4": strict[1e-4], "auc": area}
 

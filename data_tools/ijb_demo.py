@@ -54,7 +54,8 @@ def make_ijb_demo(out, subjects: int = 30, negatives_per_subject: int = 20, seed
         (tmp / "meta").mkdir()
         owner = {}
         for subject in range(subjects):
-            media_sizes = [[int(n) for n in rng.integers(1, 4, rng.integers(1, 4))] for _ in range(TEMPLATES_PER_SUBJECT)]
+            media_sizes = [[int(n) for n in rng.integers(1, 4, rng.integers(1, 4))]
+                           for _ in range(TEMPLATES_PER_SUBJECT)]
             faces = identity_images(seed, "lfw", ID_OFFSET + subject, sum(map(sum, media_sizes)))
             for role, sizes in enumerate(media_sizes):
                 template += 1

@@ -172,7 +172,8 @@ def test_bad_input_one_error_line_naming_file_and_line(ijb_demo, checkpoint, tmp
         return lambda lines: lines.__setitem__(index, text)
 
     cases = {
-        "missing meta": (broken("a", remove="meta/ijbc_template_pair_label.txt"), "ijbc_template_pair_label.txt not found"),
+        "missing meta": (broken("a", remove="meta/ijbc_template_pair_label.txt"),
+                         "ijbc_template_pair_label.txt not found"),
         "landmark fields": (broken("b", set_line(4, "5.jpg 1 2 3 4 5 6 7 8 9 10"), "ijbc_name_5pts_score.txt"),
                             "ijbc_name_5pts_score.txt:5: expected 12 fields"),
         "extra field": (broken("h", set_line(6, "7.jpg 1 2 3 4 5 6 7 8 9 10 0.9 7"), "ijbc_name_5pts_score.txt"),
@@ -240,7 +241,8 @@ def test_real_lfw_photos_as_an_ijb_release(realdata, checkpoint, tmp_path, capsy
         "".join(f"{name} {template[name]} {index}\n" for index, name in enumerate(names)))
     (root / "meta" / "ijbc_name_5pts_score.txt").write_text(
         "".join(f"{name} {' '.join(faces[name])} 0.99\n" for name in names))
-    rob1, rob2, tony = template["Rob_Lowe_0001.jpg"], template["Rob_Lowe_0002.jpg"], template["Anthony_Hopkins_0001.jpg"]
+    rob1, rob2 = template["Rob_Lowe_0001.jpg"], template["Rob_Lowe_0002.jpg"]
+    tony = template["Anthony_Hopkins_0001.jpg"]
     others = sorted(set(template.values()) - {rob1, rob2, tony})
     pairs = [(rob1, rob2, 1), (rob1, tony, 0), (rob2, tony, 0), *((rob1, o, 0) for o in others), (tony, others[0], 0)]
     (root / "meta" / "ijbc_template_pair_label.txt").write_text("".join(f"{a} {b} {y}\n" for a, b, y in pairs))
