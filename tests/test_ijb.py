@@ -255,3 +255,12 @@ def test_real_lfw_photos_as_an_ijb_release(realdata, checkpoint, tmp_path, capsy
     cache = np.load(tmp_path / "lfw.embeddings.npz")
     assert cache["plain"].shape == (len(names), 32) and np.isfinite(cache["plain"]).all()
     assert np.abs(np.load(tmp_path / "lfw.npy")).max() <= 1 + 1e-12
+
+
+@pytest.mark.slow
+def test_benchmark_quick_identical_faster_and_leaner():
+    from benchmarks.ijb_eval import run
+
+    rows, numbers = run(quick=True)              # raises if the two paths disagree
+    ours = rows[1]
+    assert ours["speed_up"] > 1 and ours["memory_ratio"] < 1 and 0 <= numbers["auc"] <= 1
