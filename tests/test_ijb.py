@@ -104,7 +104,11 @@ def test_identification_equals_evaluation_1n():
 
 
 def test_demo_landmarks_align_onto_the_template(ijb_demo):
-    names, points, _ = ijb_meta.read_landmarks(ijb_meta.locate(ijb_demo).landmarks)
+    path = ijb_meta.locate(ijb_demo).landmarks
+    names, points, faceness = ijb_meta.read_landmarks(path)
+    rows = [line.split(" ") for line in path.read_text().splitlines()]     # insightface's parse
+    np.testing.assert_array_equal(points, np.array([r[1:-1] for r in rows]).astype("float32").reshape(-1, 5, 2))
+    np.testing.assert_array_equal(faceness, np.array([r[-1] for r in rows]).astype(np.float32))
     for row in (0, 7, len(names) - 1):
         matrix = similarity_transform(points[row], ARCFACE_TEMPLATE)
         mapped = points[row] @ matrix[:, :2].T + matrix[:, 2]
