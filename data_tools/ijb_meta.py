@@ -140,7 +140,7 @@ def _read(path: Path, what: str, sep: str, fields: Sequence[Callable], exact: bo
                             names=list(range(width + 1)) if exact else None,
                             usecols=None if exact else list(range(width)),
                             dtype={**dtypes, width: str} if exact else dtypes, skip_blank_lines=True,
-                            encoding="utf-8", float_precision="round_trip")   # as float(), to the last bit
+                            encoding="utf-8")   # pandas 3 parses floats as float() does, to the last bit
         if exact and frame[width].notna().any():
             raise ValueError("extra field")
         if frame[list(range(width))].isna().to_numpy().any():
