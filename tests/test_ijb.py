@@ -268,3 +268,16 @@ def test_benchmark_quick_identical_faster_and_leaner():
     rows, numbers = run(quick=True)              # raises if the two paths disagree
     ours = rows[1]
     assert ours["speed_up"] > 1 and ours["memory_ratio"] < 1 and 0 <= numbers["auc"] <= 1
+
+
+def test_ijbb_names_and_the_parent_folder_are_found(ijb_demo, tmp_path):
+    from facenar.verify.ijb import load_release
+
+    root = tmp_path / "IJB_release" / "IJBB"
+    shutil.copytree(ijb_demo, root)
+    for path in (root / "meta").iterdir():
+        path.rename(path.with_name(path.name.replace("ijbc_", "ijbb_").replace("G1", "S1").replace("G2", "S2")))
+    release = load_release(tmp_path / "IJB_release")               # the parent: IJBB/ found inside
+    assert release.layout.target == "IJBB" and release.layout.root == root
+    assert set(release.one_to_n) == {"gallery1", "gallery2", "probes"}
+    assert len(release.pairs[0]) == len(load_release(ijb_demo, "IJBC").pairs[0])
