@@ -123,8 +123,18 @@ def verify_model(model, benches: Mapping[str, str | Path], batch_size: int = 256
 def resolve_benches(spec: str, data_dir: str | Path | None) -> dict[str, Path]:
     """`lfw,cfp_fp` -> {name: DIR/name.bin}; entries ending in .bin are paths named after the file.
 
-    Without a data folder, names refer to the built-in demo data (generated on first use).
+    `all` is every .bin file in the data folder, by name. Without a data folder, names refer to
+    the built-in demo data (generated on first use).
     """
+    if spec.strip() == "all":
+        if data_dir is None:
+            from data_tools.demo import ensure_demo
+
+            data_dir = ensure_demo()
+        found = sorted(Path(data_dir).glob("*.bin"))
+        if not found:
+            raise UserError(f"--bench all: no .bin files in {data_dir}")
+        return {path.stem: path for path in found}
     benches: dict[str, Path] = {}
     for entry in (part.strip() for part in spec.split(",")):
         if not entry:

@@ -1,8 +1,11 @@
-"""python -m facenar.verify: 10-fold verification accuracy of a model on insightface .bin files.
+"""python -m facenar.verify: 10-fold verification accuracy on insightface .bin files, or IJB-B / IJB-C.
 
-  python -m facenar.verify --bench lfw,cfp_fp,agedb_30 --data DIR --model PATH
+  python -m facenar.verify --bench lfw,cfp_fp,agedb_30|all --data DIR --model PATH
      [--batch-size 256] [--no-flip] [--json F] [--csv F] [--plot F] [--embeddings F.npz]
      [--device auto|cpu|cuda] [--workers N] [--force]
+  python -m facenar.verify --ijb [DIR] [--target IJBC|IJBB] --model PATH [--no-norm-score]
+     [--no-detector-score] [--no-flip] [--fars 1e-6,...,1e-1] [--no-1n] [--json F] [--scores F.npy]
+     [--plot F] [--cache F.npz] (docs/guides/ijb.md)
 """
 from __future__ import annotations
 
@@ -22,7 +25,9 @@ from facenar_runtime.atomic import atomic_open, write_text_atomic
 from facenar_runtime.cli import number
 from facenar_runtime.outputs import check_outputs
 from facenar_runtime import limits
-from facenar.verify import metrics
+from facenar.verify import metrics, ijb_metrics
+from facenar_runtime.errors import UserError
+from facenar.verify.embed import default_workers
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
 from facenar.dist import device_option, resolve_device
@@ -100,9 +105,11 @@ def write_embeddings(path, results: Mapping[str, BenchResult]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facenar.verify",
-                                description="10-fold verification accuracy (insightface protocol) on .bin pair files.")
+                                description="10-fold verification accuracy (insightface protocol) on .bin pair "
+                                            "files, or IJB-B / IJB-C 1:1 and 1:N (--ijb).")
     p.add_argument("--bench", default="lfw,cfp_fp,agedb_30",
-                   help="comma-separated names (DIR/NAME.bin) or .bin paths (default lfw,cfp_fp,agedb_30)")
+                   help="comma-separated names (DIR/NAME.bin) or .bin paths, or all (every .bin in --data) "
+                        "(default lfw,cfp_fp,agedb_30)")
     p.add_argument("--data", help="folder holding the .bin files (default: the built-in demo data)")
     p.add_argument("--model", help="facenar checkpoint (.pt) or insightface-layout .onnx "
                                    "(default: newest runs/*/best.pt)")
@@ -114,13 +121,55 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
     p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--workers", type=number(int, min=1, max=limits.WORKERS), default=None,
-                   help="image-decoding threads (default min(8, CPUs))")
+                   help="image-decoding threads (--ijb: decode+align processes) (default min(8, CPUs))")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    ijb = p.add_argument_group("IJB-B / IJB-C (docs/guides/ijb.md)")
+    ijb.add_argument("--ijb", nargs="?", const="", metavar="DIR",
+                     help="evaluate on the IJB release in DIR (loose_crop/ + meta/); no DIR: the synthetic demo")
+    ijb.add_argument("--target", choices=("IJBC", "IJBB"), type=str.upper,
+                     help="which release (default: from the meta file names)")
+    ijb.add_argument("--no-norm-score", action="store_true", help="L2-normalise each image feature before "
+                     "pooling (insightface's N0; default N1 keeps the norm)")
+    ijb.add_argument("--no-detector-score", action="store_true",
+                     help="do not weight images by their faceness score (D0)")
+    ijb.add_argument("--fars", type=far_list, default=ijb_metrics.FARS,
+                     help="comma-separated FARs for the TAR table (default 1e-6,...,1e-1)")
+    ijb.add_argument("--no-1n", action="store_true", help="skip 1:N identification (no 1N csv files needed)")
+    ijb.add_argument("--scores", help="write the template-pair scores (.npy, pair-file order)")
+    ijb.add_argument("--cache", help="embedding cache (default: beside --json/--scores, else in FACENAR_HOME)")
     return p
+
+
+def far_list(text: str) -> tuple[float, ...]:
+    """`1e-4,1e-3` -> (0.0001, 0.001); each FAR in (0, 1]."""
+    parse = number(float, gt=0, max=1)
+    fars = tuple(parse(part) for part in text.split(",") if part.strip())
+    if not fars:
+        raise argparse.ArgumentTypeError("give at least one FAR, e.g. 1e-4")
+    return fars
+
+
+def _run_ijb(args, model_path) -> int:
+    from facenar.verify import ijb
+
+    device = resolve_device(args.device)
+    ijb.run(args.ijb or None, model_path, lambda: load_embedder(model_path, device), target=args.target,
+            switches=ijb.Switches(not args.no_norm_score, not args.no_detector_score, not args.no_flip),
+            fars=args.fars, one_to_n=not args.no_1n, json_path=args.json, scores_path=args.scores,
+            plot_path=args.plot, cache=args.cache, batch_size=args.batch_size,
+            workers=args.workers or default_workers(), force=args.force)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.ijb is None and (args.scores or args.cache):
+        raise UserError("--scores and --cache belong to --ijb")
+    if args.ijb is not None:
+        if args.csv or args.embeddings or args.data:
+            raise UserError("--csv, --embeddings and --data belong to the .bin benches; --ijb takes its own folder")
+        model_path = args.model or find_default_model()
+        return _run_ijb(args, model_path)
     outputs = {"--json": args.json, "--csv": args.csv, "--plot": args.plot, "--embeddings": args.embeddings}
     benches = resolve_benches(args.bench, args.data)
     model_path = args.model
