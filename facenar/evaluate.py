@@ -18,6 +18,7 @@ from data_tools.cli import UserError, number, run_cli
 from data_tools.outputs import check_outputs
 from facenar.checkpoint import load_model
 from facenar.dist import resolve_device
+from facenar.speed import Fast, add_speed_options
 from facenar.tasks import get_task
 from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
 
@@ -32,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=number(int, min=1), default=256, help="(default 256)")
     p.add_argument("--workers", type=number(int, min=0), default=2, help="DataLoader workers (default 2)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="(default auto)")
+    add_speed_options(p, "the network and classifier")
     return p
 
 
@@ -61,7 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not data:
         raise UserError(f"{args.model} does not record its data; pass --data DIR")
     device = resolve_device(args.device)
-    model = classifier(payload, backbone.to(device), args.model)
+    model = Fast(classifier(payload, backbone.to(device), args.model), args.compile, args.channels_last, device,
+                 label="network and classifier")
     evaluation = TopK(task, data, args.workers)
     results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
     print(evaluation.describe(results))

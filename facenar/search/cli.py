@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Sequence
 
 from data_tools.cli import UserError, number
+from facenar.speed import COMPILE_MODES
 from facenar.config import HELP_EPILOG, help_default
 from facenar.search.config import PRESETS, SearchConfig, resolve_config
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
@@ -107,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     add(run, "--device", "", choices=["auto", "cpu", "cuda"])
     add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    add(run, "--compile", "torch.compile each candidate op of the supernet with MODE (alone: default); the path "
+                          "choice stays in Python; may change on --resume", nargs="?", const="default",
+        choices=COMPILE_MODES, metavar="MODE")
     # simulates a kill in tests
     run.add_argument("--stop-after-epochs", type=number(int, min=0), help=argparse.SUPPRESS)
     return p

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from data_tools.cli import UserError, progress
+from facenar.speed import op_compiler, warn
 from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
@@ -51,6 +52,7 @@ class NarSearch:
         self.data = data if data is not None else task.search_data(cfg)
         self.space = make_space(cfg)  # NAR's or ENAS's: supernet, controller, codes, arch file
         self.supernet = self.space.supernet().to(self.device)
+        self._compile_supernet(cfg.compile)
         self.head = task.search_head(dataclasses.replace(cfg, embedding_size=self.space.feature_size),
                                      self.data.num_classes).to(self.device)
         self.loss = task.search_loss(cfg)
@@ -69,6 +71,18 @@ class NarSearch:
         self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
                                    self.space.slot_name) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
+
+    def _compile_supernet(self, mode: str) -> None:
+        """Each candidate op compiled on its own (facenar.speed.op_compiler); the module tree is unchanged."""
+        if mode == "off":
+            return
+        if not hasattr(self.supernet, "compile_ops"):
+            warn(f"--compile: the {self.cfg.space} space's supernet runs eager (only nar compiles per op)")
+            return
+        count = sum(1 for name, _ in self.supernet.named_modules() if name.endswith(".candidates"))
+        compile_op = op_compiler(mode, self.device, count * self.supernet.num_ops)
+        if compile_op is not None:
+            self.supernet.compile_ops(compile_op)
 
     # ----- one epoch -------------------------------------------------------------------------
     def autocast(self):

@@ -13,6 +13,7 @@ from typing import Sequence
 from data_tools.cli import UserError
 from facenar.rundir import read_run_config
 from facenar.config import HELP_EPILOG, help_default
+from facenar.speed import COMPILE_MODES
 from facenar.tasks import TASKS
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
@@ -75,6 +76,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", "")
     add("--workers", "DataLoader workers per process")
     add("--device", "", choices=["auto", "cpu", "cuda"])
+    add("--compile", "torch.compile network + head with this mode (alone: default); may change on --resume",
+        nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE")
+    p.add_argument("--channels-last", action="store_true", help=help_default(
+        TrainConfig, "channels_last", "channels_last memory for the network; may change on --resume"))
     return p
 
 

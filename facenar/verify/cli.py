@@ -25,6 +25,7 @@ from facenar.verify import metrics
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
 from facenar.dist import resolve_device
+from facenar.speed import add_speed_options
 
 
 def _cell(value, digits: int, scale: float = 1.0) -> str:
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=number(int, min=1), default=None,
                    help="image-decoding threads (default min(8, CPUs))")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
+    add_speed_options(p, "the embedding network (PyTorch checkpoints)")
     return p
 
 
@@ -130,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs(args.force, files=outputs, inputs={"--model": model_path, "--data": args.data,
                                                      **{f"--bench {name}": path for name, path in benches.items()}})
     device = resolve_device(args.device)
-    embedder = load_embedder(model_path, device)
+    embedder = load_embedder(model_path, device, args.compile, args.channels_last)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = verify_benches(embedder, benches, args.batch_size, not args.no_flip, args.workers)
