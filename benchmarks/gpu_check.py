@@ -41,8 +41,9 @@ def _peak(fn: Callable[[], list[dict]]) -> list[dict]:
 def training_rows(quick: bool) -> list[dict]:
     from benchmarks.speed import network_speed_rows
 
-    rows = network_speed_rows(1.0, 112, 128, 256, 10_000, 5 if quick else 10, "cuda")
-    return [{"step": r["measure"].split(",")[0].replace(" img/s", ""), "network": r["network"], "variant": r["variant"],
+    rows = network_speed_rows((1.0, 112, 128), (1.0, 112, 256), 10_000, 5 if quick else 10, "cuda")
+    return [{"step": r["measure"].split(",")[0].replace(" img/s", ""), "network": r["network"],
+             "variant": r["measure"].split(", ", 1)[1],
              "per_s": r["per_s"], "unit": "img/s", "ratio": r["ratio"], "compile_s": r["compile_s"],
              "setting": r["setting"]} for r in rows]
 

@@ -46,6 +46,11 @@ def calibrated_child(arch: Arch) -> nn.Module:
     return calibrated(arch)
 
 
+def variants_compiled(found: dict) -> bool:
+    """Whether the 'compiled' variant still runs compiled (facenar.speed falls back to eager on failure)."""
+    return found["compiled"][0].compiled
+
+
 def _train_closure(forward: Callable, params, batch: int, size: int, classes: int, device: str,
                    channels_last: bool) -> Callable[[], None]:
     from benchmarks.networks import train_step_closure
@@ -68,19 +73,21 @@ def _infer_closure(forward: Callable, batch: int, size: int, device: str, channe
     return inference_closure(lambda x: forward(channels_last_input(x, channels_last)), batch, size, device)
 
 
-def network_speed_rows(width: float, input_size: int, train_batch: int, infer_batch: int, classes: int,
-                       repeats: int, device: str = "cpu") -> list[dict]:
-    """Train and inference images/s of baseline and Ours-2: eager, compiled, channels_last (ratio vs eager)."""
-    base = Arch.baseline("iresnet50", width=width, input_size=input_size)
-    archs = {"baseline iresnet50": base, "Ours-2 (paper, refined)": base.with_codes(list(OURS2_CODES))}
+def network_speed_rows(train: tuple[float, int, int], infer: tuple[float, int, int], classes: int, repeats: int,
+                       device: str = "cpu") -> list[dict]:
+    """Train and inference images/s of baseline and Ours-2: eager, compiled, channels_last (ratio vs eager).
+    `train` and `infer` are (width, input size, batch): inference is only meaningful at deployment size."""
     rows = []
-    for measure, training in (("train img/s", True), ("inference img/s", False)):
-        batch = train_batch if training else infer_batch
+    for measure, training, (width, input_size, batch) in (("train img/s", True, train),
+                                                          ("inference img/s", False, infer)):
+        base = Arch.baseline("iresnet50", width=width, input_size=input_size)
+        archs = {"baseline iresnet50": base, "Ours-2 (paper, refined)": base.with_codes(list(OURS2_CODES))}
         for network, arch in archs.items():
             torch.manual_seed(0)
             model = (build_child(arch).train() if training else calibrated_child(arch)).to(device)
             runs, compile_s = {}, {}
-            for name, (forward, cl) in variants(model, device, training).items():
+            runs_forward = variants(model, device, training)
+            for name, (forward, cl) in runs_forward.items():
                 module = forward if isinstance(forward, nn.Module) else model
                 params = list(module.parameters())
                 runs[name] = (_train_closure(forward, params, batch, input_size, classes, device, cl) if training
@@ -89,8 +96,10 @@ def network_speed_rows(width: float, input_size: int, train_batch: int, infer_ba
             times = interleaved_times(runs, repeats)
             setting = (f"{device}{' bf16 AMP' if device == 'cuda' else ''}, batch {batch}, {input_size}px, width "
                        f"{width}, median of {repeats}")
+            fell_back = not variants_compiled(runs_forward)
             for name, seconds in times.items():
-                rows.append({"measure": f"{measure}, {name}", "network": network, "setting": setting,
+                shown = f"{name} (compile failed: ran eager)" if name == "compiled" and fell_back else name
+                rows.append({"measure": f"{measure}, {shown}", "network": network, "setting": setting,
                              **rate_cells(batch, seconds), "ratio": median(times["eager"]) / median(seconds),
                              "target": "", "compile_s": round(compile_s[name], 1) if compile_s[name] else "",
                              "variant": name, "kind": "train" if training else "inference"})
