@@ -66,7 +66,8 @@ def embedding_rows(quick: bool) -> list[dict]:
     images = np.random.default_rng(0).integers(0, 256, (1024 if quick else 4096, 112, 112, 3), dtype=np.uint8)
     rows = []
     base = Arch.baseline("iresnet50")
-    for network, arch in (("baseline iresnet50", base), ("Ours-2 (paper, refined)", base.with_codes(list(OURS2_CODES)))):
+    archs = {"baseline iresnet50": base, "Ours-2 (paper, refined)": base.with_codes(list(OURS2_CODES))}
+    for network, arch in archs.items():
         times = {}
         for variant in ("eager", "compiled"):
             embedder = TorchEmbedder(calibrated_child(arch).cuda(), "cuda", 112,
@@ -103,7 +104,8 @@ def nccl_rows(quick: bool) -> list[dict]:
     seconds = time.perf_counter() - start
     dist.destroy_process_group()
     return [{"step": "NCCL init (1 process)", "network": "", "variant": "", "per_s": "", "unit": "",
-             "ratio": "", "compile_s": "", "setting": f"init + one all_reduce: {seconds:.2f} s, result {value.item():g}"}]
+             "ratio": "", "compile_s": "",
+             "setting": f"init + one all_reduce: {seconds:.2f} s, result {value.item():g}"}]
 
 
 STEPS = {"nccl": nccl_rows, "training": training_rows, "embedding": embedding_rows, "search": search_rows}
@@ -123,7 +125,8 @@ def measure(quick: bool, budget_s: float) -> dict:
         try:
             report["rows"] += _peak(lambda: fn(quick))
         except Exception as exc:  # a benchmark's failure is a result too; the rest still runs
-            report["failed"][name] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ''}"
+            first = (str(exc).strip().splitlines() or [""])[0][:300]
+            report["failed"][name] = f"{type(exc).__name__}: {first}"
         report["seconds"][name] = round(time.perf_counter() - start, 1)
     return report
 
@@ -154,7 +157,8 @@ def update_results(path: Path, text: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.gpu_check", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="fewer repeats and images (about half the time)")
-    p.add_argument("--json", default=str(HERE / "gpu_check.json"), help="JSON report (default benchmarks/gpu_check.json)")
+    p.add_argument("--json", default=str(HERE / "gpu_check.json"),
+                   help="JSON report (default benchmarks/gpu_check.json)")
     p.add_argument("--results", default=str(HERE / "RESULTS.md"),
                    help="markdown whose GPU check section is replaced (default benchmarks/RESULTS.md)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")

@@ -70,7 +70,8 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
                random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
-               skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours", compile="ours",
+               skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               compile="ours",
                workers="ours")
 
 
