@@ -55,6 +55,21 @@ def cpu_backward_hazard(module: nn.Module) -> str | None:
     return None
 
 
+def compile_options(mode: str, backend, no_layout_optimization: bool) -> dict:
+    """torch.compile keyword arguments for `mode`. Inductor gets its options spelled out (mode and
+    options exclude each other), with eager's random numbers (fallback_random: dropout masks as eager
+    draws them, so a compiled run agrees with an eager one) and, where asked, without the layout
+    optimisation (the oneDNN hazard above)."""
+    if backend != "inductor":
+        return {}
+    from torch._inductor import list_mode_options
+
+    options = {**list_mode_options(None if mode == "default" else mode), "fallback_random": True}
+    if no_layout_optimization:
+        options["layout_optimization"] = False
+    return {"options": options}
+
+
 class Compiled:
     """A module's forward, through torch.compile unless `mode` is off or compiling cannot work here.
 
@@ -68,19 +83,13 @@ class Compiled:
         if mode == "off":
             return
         device = torch.device(device)
-        options = None
         problem = compiler_problem(device) if backend == "inductor" else None
         hazard = cpu_backward_hazard(module) if training and device.type == "cpu" and isinstance(module, nn.Module) \
             else None
-        if hazard and backend == "inductor":  # (other backends: tests, which build no C++ kernels)
-            if mode != "default":
-                problem = f"{hazard}; only --compile default avoids it"
-            options = {"layout_optimization": False}
         if problem:
             warn(f"--compile: {problem}; running the {label} eager")
             return
-        kwargs = {"options": options} if options else {"mode": None if mode == "default" else mode}
-        self.current = torch.compile(module, backend=backend, **kwargs)
+        self.current = torch.compile(module, backend=backend, **compile_options(mode, backend, bool(hazard)))
         self.proven = False
 
     @property
@@ -122,8 +131,7 @@ def op_compiler(mode: str, device: torch.device | str, count: int, backend="indu
     config = torch._dynamo.config
     config.recompile_limit = max(config.recompile_limit, count)
     config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 2 * count)
-    cpu = torch.device(device).type == "cpu" and backend == "inductor"
-    kwargs = {"options": {"layout_optimization": False}} if cpu else {"mode": None if mode == "default" else mode}
+    kwargs = compile_options(mode, backend, torch.device(device).type == "cpu")
     return lambda module: torch.compile(module, backend=backend, **kwargs)
 
 
