@@ -23,6 +23,7 @@ from facenar.dist import resolve_device, device_option
 from facenar.config import DEFAULT_TASK
 from facenar.tasks.base import get_task
 from facenar_runtime import limits
+from facenar.speed import Fast, add_speed_options
 from facenar.tasks.classification import CLASSIFIER, ClassificationTask, TopK
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256, help="(default 256)")
     p.add_argument("--workers", type=number(int, min=0, max=limits.WORKERS), default=2, help="DataLoader workers (default 2)")
     p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
+    add_speed_options(p, "the network and classifier")
     return p
 
 
@@ -78,7 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"{args.model} does not record its data; pass --data DIR")
     device = resolve_device(args.device)
     evaluation = TopK(task, data, args.workers)
-    model = classifier(payload, backbone.to(device), args.model, arch.embedding_size, evaluation.classes)
+    model = Fast(classifier(payload, backbone.to(device), args.model, arch.embedding_size, evaluation.classes),
+                 args.compile, args.channels_last, device, label="network and classifier")
     results, _, _ = evaluation.run(model, str(device), arch.input_size, args.batch_size)
     print(evaluation.describe(results))
     if args.json:

@@ -15,7 +15,7 @@ PACKAGES = ["facenar_runtime", "data_tools", "facenar", "benchmarks"]
 # facenar's units, ground floor first; a unit may import itself and anything on a lower floor
 FLOORS = [
     {"registry"},
-    {"space", "dist", "schedule", "rundir", "config"},
+    {"space", "dist", "schedule", "rundir", "config", "speed"},
     {"data", "checkpoint"},
     {"verify"},
     {"tasks"},

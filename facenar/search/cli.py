@@ -16,6 +16,7 @@ from facenar.rundir import run_folder
 from facenar.search.config import PRESETS, SPACES, SearchConfig, resolve_config
 from facenar_runtime import limits
 from facenar.dist import device_option
+from facenar.speed import COMPILE_MODES
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
 from facenar.space.ops import space_ops
 from facenar.tasks.base import TASKS, task_help
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     add(run, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
     add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    add(run, "--compile", "torch.compile each candidate op of the supernet with MODE (alone: default); the path "
+                          "choice stays in Python; may change on --resume", nargs="?", const="default",
+        choices=COMPILE_MODES, metavar="MODE")
     # simulates a kill in tests
     run.add_argument("--stop-after-epochs", type=number(int, min=0, max=limits.EPOCHS), help=argparse.SUPPRESS)
     return p

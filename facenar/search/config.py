@@ -11,6 +11,7 @@ from pathlib import Path
 from facenar_runtime.cli import number, probability
 from facenar_runtime.errors import UserError
 from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
+from facenar.speed import COMPILE_MODES
 from facenar.schedule import schedule_problem
 from facenar.space.arch import BACKBONES, GRANULARITIES
 from facenar.registry import Registry
@@ -46,6 +47,7 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
                random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
                skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               compile="ours",
                workers="ours")
 
 
@@ -54,7 +56,7 @@ class SearchConfig(RunConfig):
     """Every setting of a search (stored as config.json; a resume must match it except RESUMABLE)."""
 
     PRESETS = PRESETS
-    RESUMABLE = ("data", "device", "workers")
+    RESUMABLE = ("data", "device", "workers", "compile")
     OLD_NAMES = {"lr_max": "lr", "margin_s": "scale", "margin_m": "m2"}
     RANGES, SOURCES, FLAGS = RANGES, SOURCES, {"m2": "--margin-m2"}
 
@@ -104,10 +106,13 @@ class SearchConfig(RunConfig):
     seed: int = 0
     device: str = "auto"
     workers: int | None = None           # None: 0 on CPU, 4 on CUDA
+    compile: str = "off"                 # torch.compile mode of each candidate op (facenar.speed); off = eager
     preset: str | None = None
 
     def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
+        if self.compile not in COMPILE_MODES:
+            raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         unknown = [name for name in self.ops if name not in space_ops("nar")]
         if unknown:
             raise UserError(f"--ops: unknown operator(s) {', '.join(unknown)}; known: {', '.join(space_ops('nar'))}")

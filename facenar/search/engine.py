@@ -21,6 +21,7 @@ import torch
 from facenar_runtime.cli import progress
 from facenar_runtime.errors import UserError
 from facenar.search.controller import Reinforce, all_finite
+from facenar.speed import op_compiler, warn
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
 from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
@@ -50,6 +51,7 @@ class SearchEngine:
         self.data = data if data is not None else task.search_data(cfg)
         self.space = make_space(cfg)  # NAR's or ENAS's: supernet, controller, codes, arch file
         self.supernet = self.space.supernet().to(self.device)
+        self._compile_supernet(cfg.compile)
         self.head = task.search_head(dataclasses.replace(cfg, embedding_size=self.space.feature_size),
                                      self.data.num_classes).to(self.device)
         self.loss = task.search_loss(cfg)
@@ -68,6 +70,18 @@ class SearchEngine:
         self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
                                    self.space.slot_name) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
+
+    def _compile_supernet(self, mode: str) -> None:
+        """Each candidate op compiled on its own (facenar.speed.op_compiler); the module tree is unchanged."""
+        if mode == "off":
+            return
+        if not hasattr(self.supernet, "compile_ops"):
+            warn(f"--compile: the {self.cfg.space} space's supernet runs eager (only nar compiles per op)")
+            return
+        count = sum(1 for name, _ in self.supernet.named_modules() if name.endswith(".candidates"))
+        compile_op = op_compiler(mode, self.device, count * self.supernet.num_ops)
+        if compile_op is not None:
+            self.supernet.compile_ops(compile_op)
 
     # ----- one epoch -------------------------------------------------------------------------
     def autocast(self):

@@ -8,7 +8,7 @@ computes for its codes.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -22,15 +22,17 @@ from facenar.space.resnet import ResNet
 
 
 class OpChoice(nn.Module):
-    """All candidate ops of one site; runs the one selected by `active`."""
+    """All candidate ops of one site; runs the one selected by `active` (through `runners`, the
+    candidates' compiled forms, once Supernet.compile_ops has set them: the choice stays in Python)."""
 
     def __init__(self, candidates: list[nn.Module]):
         super().__init__()
         self.candidates = nn.ModuleList(candidates)
+        self.runners: list[Callable] = list(self.candidates)  # a plain list: not in the state_dict
         self.active = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.candidates[self.active](x)
+        return self.runners[self.active](x)
 
 
 class Supernet(nn.Module):
@@ -80,6 +82,13 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor, codes: Sequence[int]) -> torch.Tensor:
         self.select(codes)
         return super().forward(x)
+
+    def compile_ops(self, compile_op: Callable[[nn.Module], Callable]) -> None:
+        """Run every candidate op of every site through `compile_op` (e.g. torch.compile), once: the
+        sampled path changes every minibatch, so compiling the whole network would recompile for each
+        new path, while each op's graph depends only on its own shapes."""
+        for _, choice in self._choices:
+            choice.runners = [compile_op(op) for op in choice.candidates]
 
 
 class IResNetSupernet(Supernet, IResNet):

@@ -12,9 +12,10 @@ import os
 from typing import Sequence
 
 from facenar.rundir import read_run_config, run_folder
-from facenar.config import HELP_EPILOG, add_option
+from facenar.config import HELP_EPILOG, add_option, help_default
 from facenar.tasks.base import TASKS, task_help
 from facenar.dist import device_option
+from facenar.speed import COMPILE_MODES
 from facenar.train.config import MARGINS, PRESETS, REFERENCE_BATCH, TrainConfig, resolve_config
 from facenar.train.engine import final_figures, train
 
@@ -71,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     add("--seed", "")
     add("--workers", "DataLoader workers per process")
     add("--device", "auto, cpu, cuda or cuda:N", type=device_option)
+    add("--compile", "torch.compile network + head with this mode (alone: default); may change on --resume",
+        nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE")
+    p.add_argument("--channels-last", action="store_true", help=help_default(
+        TrainConfig, "channels_last", "channels_last memory for the network; may change on --resume"))
     return p
 
 

@@ -16,6 +16,7 @@ from facenar_runtime import limits
 from facenar.tasks.face import DEFAULT_BENCHES
 from facenar.tasks.heads import MarginSoftmax
 from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
+from facenar.speed import COMPILE_MODES
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
@@ -38,7 +39,7 @@ SOURCES = dict(backbone="paper", embedding_size="ArcFace", epochs="paper", batch
                weight_decay="ArcFace", margin="ArcFace", scale="ArcFace", dropout="ArcFace",
                sample_rate="arcface_torch", amp="ours", grad_clip="arcface_torch", augment="ArcFace", seed="ours",
                workers="ours", device="ours", verify_every="ours", verify_batch="ours", bench="ArcFace",
-               checkpoint_every="ours", log_every="ours")
+               checkpoint_every="ours", log_every="ours", compile="ours", channels_last="ours")
 @dataclass
 class TrainConfig(RunConfig):
     """Every option of a training run; stored as RUN_DIR/config.json (plus the resolved architecture)."""
@@ -46,7 +47,7 @@ class TrainConfig(RunConfig):
     PRESETS = PRESETS
     # may change when a run is resumed (they do not change what is being trained)
     RESUMABLE = ("data", "max_steps", "workers", "device", "verify_every", "checkpoint_every", "log_every",
-                 "verify_batch")
+                 "verify_batch", "compile", "channels_last")
     RANGES, SOURCES = RANGES, SOURCES
     FLAGS = {"m1": "--margin-m1", "m2": "--margin-m2", "m3": "--margin-m3", "arch_file": "--arch"}
 
@@ -86,6 +87,8 @@ class TrainConfig(RunConfig):
     checkpoint_every: int = 1000         # steps (and always at the end of an epoch)
     log_every: int = 50
     max_steps: int | None = None
+    compile: str = "off"                 # torch.compile mode of network + head (facenar.speed); off = eager
+    channels_last: bool = False          # channels_last memory for the network (docs/guides/speed.md)
     preset: str | None = None
 
     @property
@@ -109,6 +112,8 @@ class TrainConfig(RunConfig):
     def check(self) -> None:
         if self.amp not in ("auto", "bf16", "fp16", "off"):
             raise UserError(f"--amp must be auto, bf16, fp16 or off, got {self.amp!r}")
+        if self.compile not in COMPILE_MODES:
+            raise UserError(f"--compile must be one of {', '.join(COMPILE_MODES)}, got {self.compile!r}")
         if self.margin not in MARGINS:
             raise UserError(f"--margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
         if self.schedule not in ("sgdr", "poly"):

@@ -26,6 +26,7 @@ from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
 from facenar.rundir import MetricsCSV, RunDir, default_run_folder, read_run_config
 from facenar.schedule import set_lr
+from facenar.speed import Compiled, channels_last_input, to_channels_last
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
 from facenar.data import EpochSampler, SeededSamples, make_loader
@@ -40,6 +41,8 @@ class TrainStep:
 
     def __init__(self, backbone: torch.nn.Module, head: torch.nn.Module, cfg: TrainConfig, ctx: DistContext):
         self.ctx, self.head, self.module = ctx, head, backbone
+        self.channels_last = cfg.channels_last and to_channels_last(backbone, ctx.device, training=True,
+                                                                     label="network")
         self.backbone = backbone
         if ctx.distributed:
             ids = [ctx.device.index] if ctx.device.type == "cuda" else None
@@ -50,30 +53,44 @@ class TrainStep:
         self.amp_dtype = amp_dtype(cfg.amp, ctx.device)
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.grad_clip = cfg.grad_clip
+        # one compiled graph for network + head; under DDP the DDP module alone (torch's supported form;
+        # a sharded head's collectives stay eager). Checkpoints keep reading self.module: same format.
+        net = Compiled(self.backbone, cfg.compile, ctx.device, "network", training=True) if ctx.distributed \
+            else self.backbone
+        self.loss = Compiled(_Loss(net, head, self.amp_dtype, ctx.device.type),
+                             "off" if ctx.distributed else cfg.compile, ctx.device, "network and head", training=True)
+        self.compiled = net if ctx.distributed else self.loss
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
         """One SGD step on a local batch; returns the global-batch loss (NaN/inf: nothing is updated)."""
         dev = self.ctx.device
         images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        images = channels_last_input(images, self.channels_last)
         set_lr(self.opt_backbone, lr)
         set_lr(self.opt_head, lr)
         self.backbone.train()
-        with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
-            embeddings = self.backbone(images)
-        loss = self.head(embeddings.float(), labels)
-        value = loss.item()
+        value = self.compiled.attempt(lambda: self._forward_backward(images, labels), undo=self._zero_grad)
         if not math.isfinite(value):
             return value
-        self.scaler.scale(loss).backward()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.opt_backbone)
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
         self.scaler.step(self.opt_backbone)
         self.scaler.step(self.opt_head)
         self.scaler.update()
+        self._zero_grad()
+        return value
+
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+        loss = self.loss(images, labels)
+        value = loss.item()
+        if math.isfinite(value):
+            self.scaler.scale(loss).backward()
+        return value
+
+    def _zero_grad(self) -> None:
         self.opt_backbone.zero_grad(set_to_none=True)
         self.opt_head.zero_grad(set_to_none=True)
-        return value
 
     def state(self) -> dict | None:
         """Collective: optimizer/scaler state and the head's checkpoint state, on rank 0."""
@@ -89,6 +106,20 @@ class TrainStep:
         self.opt_backbone.load_state_dict(payload["optimizer"])
         if self.scaler.is_enabled() and payload.get("scaler"):
             self.scaler.load_state_dict(payload["scaler"])
+
+
+class _Loss(torch.nn.Module):
+    """The loss of a batch as one module, so torch.compile sees network and head together."""
+
+    def __init__(self, backbone, head: torch.nn.Module, amp: torch.dtype | None, device_type: str):
+        super().__init__()
+        self.backbone, self.head, self.amp_dtype, self.device_type = backbone, head, amp, device_type
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(self.device_type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            embeddings = self.backbone(images)
+        return self.head(embeddings.float(), labels)
 
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:

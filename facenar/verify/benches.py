@@ -167,8 +167,8 @@ def find_default_model(search: Sequence[Path] | None = None) -> Path:
                     "--model CHECKPOINT.pt or --model MODEL.onnx")
 
 
-def load_embedder(model_path: str | Path, device: str):
-    """A checkpoint (facenar.checkpoint) or an .onnx file -> embedder."""
+def load_embedder(model_path: str | Path, device: str, compile: str = "off", channels_last: bool = False):
+    """A checkpoint (facenar.checkpoint) or an .onnx file -> embedder (the speed options: PyTorch only)."""
     path = Path(model_path)
     if not path.is_file():
         raise UserError(f"--model {path} not found")
@@ -177,4 +177,5 @@ def load_embedder(model_path: str | Path, device: str):
     from facenar.checkpoint import load_model
 
     model, arch, _ = load_model(path, map_location=device)
-    return TorchEmbedder(model.float().eval(), device=device, input_size=arch.input_size)
+    return TorchEmbedder(model.float().eval(), device=device, input_size=arch.input_size, compile=compile,
+                         channels_last=channels_last)

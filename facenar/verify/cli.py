@@ -31,6 +31,7 @@ from facenar.verify.embed import default_workers
 from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
                                     verify_benches)
 from facenar.dist import device_option, resolve_device
+from facenar.speed import add_speed_options
 
 
 def _cell(value, digits: int, scale: float = 1.0) -> str:
@@ -137,6 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     ijb.add_argument("--no-1n", action="store_true", help="skip 1:N identification (no 1N csv files needed)")
     ijb.add_argument("--scores", help="write the template-pair scores (.npy, pair-file order)")
     ijb.add_argument("--cache", help="embedding cache (default: beside --json/--scores, else in FACENAR_HOME)")
+    add_speed_options(p, "the embedding network (PyTorch checkpoints)")
     return p
 
 
@@ -180,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     check_outputs(args.force, files=outputs, inputs={"--model": model_path, "--data": args.data,
                                                      **{f"--bench {name}": path for name, path in benches.items()}})
     device = resolve_device(args.device)
-    embedder = load_embedder(model_path, device)
+    embedder = load_embedder(model_path, device, args.compile, args.channels_last)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         results = verify_benches(embedder, benches, args.batch_size, not args.no_flip, args.workers)

@@ -1,0 +1,144 @@
+"""Eager vs torch.compile vs channels_last, for training and inference of the baseline and Ours-2, and
+the search supernet compiled per candidate op: the rows benchmarks.networks and benchmarks.gpu_check
+print. Compile time is the first call's extra time, measured apart from the timed (interleaved) repeats.
+"""
+from __future__ import annotations
+
+import copy
+import random
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+
+from benchmarks.common import interleaved_times, median, rate_cells
+from facenar.space.arch import Arch
+from facenar.space.networks import build_child
+from facenar.space.supernet import Supernet
+from facenar.speed import Compiled, channels_last_input, cpu_backward_hazard, op_compiler
+
+OURS2_CODES = (0, 0, 2, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0, 2, 2, 1, 0, 1, 0)
+# the search preset the supernet rows use (facenar.search --preset demo)
+DEMO_SEARCH = dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, batch=64, classes=24)
+
+
+def _timed_first(fn: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def variants(model: nn.Module, device: str, training: bool) -> dict[str, tuple[Callable, bool, float]]:
+    """name -> (forward, channels_last input, compile seconds placeholder): eager, compiled, channels_last.
+    channels_last is left out where facenar.speed refuses it (the oneDNN crash it guards against)."""
+    out = {"eager": (model, False)}
+    out["compiled"] = (Compiled(model, "default", device, "benchmark network", training=training), False)
+    if not (training and torch.device(device).type == "cpu" and cpu_backward_hazard(model)):
+        cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        out["channels_last"] = (cl, True)
+    return out
+
+
+def calibrated_child(arch: Arch) -> nn.Module:
+    from benchmarks.networks import calibrated_child as calibrated
+
+    return calibrated(arch)
+
+
+def variants_compiled(found: dict) -> bool:
+    """Whether the 'compiled' variant still runs compiled (facenar.speed falls back to eager on failure)."""
+    return found["compiled"][0].compiled
+
+
+def _train_closure(forward: Callable, params, batch: int, size: int, classes: int, device: str,
+                   channels_last: bool) -> Callable[[], None]:
+    from benchmarks.networks import train_step_closure
+
+    return train_step_closure(_Params(params), lambda x: forward(channels_last_input(x, channels_last)), batch, size,
+                              classes, device)
+
+
+class _Params(nn.Module):
+    """Hands train_step_closure the parameters to optimise (the forward is given separately)."""
+
+    def __init__(self, params):
+        super().__init__()
+        self.params = nn.ParameterList(params)
+
+
+def _infer_closure(forward: Callable, batch: int, size: int, device: str, channels_last: bool):
+    from benchmarks.networks import inference_closure
+
+    return inference_closure(lambda x: forward(channels_last_input(x, channels_last)), batch, size, device)
+
+
+def network_speed_rows(train: tuple[float, int, int], infer: tuple[float, int, int], classes: int, repeats: int,
+                       device: str = "cpu") -> list[dict]:
+    """Train and inference images/s of baseline and Ours-2: eager, compiled, channels_last (ratio vs eager).
+    `train` and `infer` are (width, input size, batch): inference is only meaningful at deployment size."""
+    rows = []
+    for measure, training, (width, input_size, batch) in (("train img/s", True, train),
+                                                          ("inference img/s", False, infer)):
+        base = Arch.baseline("iresnet50", width=width, input_size=input_size)
+        archs = {"baseline iresnet50": base, "Ours-2 (paper, refined)": base.with_codes(list(OURS2_CODES))}
+        for network, arch in archs.items():
+            torch.manual_seed(0)
+            model = (build_child(arch).train() if training else calibrated_child(arch)).to(device)
+            runs, compile_s = {}, {}
+            runs_forward = variants(model, device, training)
+            for name, (forward, cl) in runs_forward.items():
+                module = forward if isinstance(forward, nn.Module) else model
+                params = list(module.parameters())
+                runs[name] = (_train_closure(forward, params, batch, input_size, classes, device, cl) if training
+                              else _infer_closure(forward, batch, input_size, device, cl))
+                compile_s[name] = _timed_first(runs[name]) - _timed_first(runs[name]) if name == "compiled" else None
+            times = interleaved_times(runs, repeats)
+            setting = (f"{device}{' bf16 AMP' if device == 'cuda' else ''}, batch {batch}, {input_size}px, width "
+                       f"{width}, median of {repeats}")
+            fell_back = not variants_compiled(runs_forward)
+            for name, seconds in times.items():
+                shown = f"{name} (compile failed: ran eager)" if name == "compiled" and fell_back else name
+                rows.append({"measure": f"{measure}, {shown}", "network": network, "setting": setting,
+                             **rate_cells(batch, seconds), "ratio": median(times["eager"]) / median(seconds),
+                             "target": "", "compile_s": round(compile_s[name], 1) if compile_s[name] else "",
+                             "variant": name, "kind": "train" if training else "inference"})
+    return rows
+
+
+def supernet_speed_rows(repeats: int, steps: int = 4, device: str = "cpu") -> list[dict]:
+    """Shared-weight training steps of the demo search's supernet on random paths, eager vs compiled per
+    candidate op (the search's --compile); compile time = one pass over every op, apart."""
+    s = DEMO_SEARCH
+    torch.manual_seed(0)
+    eager = Supernet(s["backbone"], width=s["width"], input_size=s["input_size"],
+                     embedding_size=s["embedding_size"]).to(device).train()
+    compiled = copy.deepcopy(eager)
+    count = sum(1 for name, _ in compiled.named_modules() if name.endswith(".candidates")) * compiled.num_ops
+    compile_op = op_compiler("default", device, count)
+    if compile_op is not None:
+        compiled.compile_ops(compile_op)
+    rng = random.Random(0)
+    paths = [[rng.randrange(eager.num_ops) for _ in range(eager.num_slots)] for _ in range(64)]
+    runs, position = {}, {"eager": 0, "compiled": 0}
+    for name, net in (("eager", eager), ("compiled", compiled)):
+        step = _train_closure(lambda x, net=net, name=name: net(x, paths[position[name] % len(paths)]),
+                              list(net.parameters()), s["batch"], s["input_size"], s["classes"], device, False)
+
+        def several(step=step, name=name):
+            for _ in range(steps):
+                step()
+                position[name] += 1
+        runs[name] = several
+    first = time.perf_counter()
+    for code in range(compiled.num_ops):  # every op of every slot: all compiling happens here
+        _train_closure(lambda x, c=code: compiled(x, [c] * compiled.num_slots), list(compiled.parameters()),
+                       s["batch"], s["input_size"], s["classes"], device, False)()
+    compile_s = time.perf_counter() - first
+    times = interleaved_times(runs, repeats)
+    setting = (f"{device}, demo search preset ({s['backbone']} width {s['width']}, {s['input_size']}px, batch "
+               f"{s['batch']}), random path per step, {steps} steps per repeat, median of {repeats}")
+    return [{"measure": f"search shared-weight step/s, {name}", "network": "supernet (demo)", "setting": setting,
+             **rate_cells(steps, seconds), "ratio": median(times["eager"]) / median(seconds), "target": "",
+             "compile_s": round(compile_s, 1) if name == "compiled" else "", "variant": name, "kind": "search"}
+            for name, seconds in times.items()]

@@ -1,0 +1,148 @@
+"""facenar.speed: --compile (train, search supernet, verify) with its eager fallback, and channels_last.
+
+The fast tests replace torch.compile's backend (a graph-counting one, or one that fails) so no C++ is
+built; the slow one compiles for real with inductor and states the tolerance eager and compiled meet.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import facenar.speed as speed
+from facenar.checkpoint import load_checkpoint
+from facenar.space.arch import Arch
+from facenar.space.networks import build_child
+from facenar.space.supernet import Supernet
+from facenar.train.cli import main
+from facenar.verify.embed import TorchEmbedder
+
+TINY = ["--backbone", "iresnet18", "--width", "0.0625", "--input-size", "32", "--embedding-size", "32",
+        "--batch-size", "48", "--epochs", "2", "--workers", "0", "--device", "cpu", "--log-every", "1",
+        "--checkpoint-every", "100", "--lr", "0.05", "--bench", ""]
+# compiled vs eager after a few SGD steps: fused kernels reorder float sums, nothing more
+RTOL, ATOL = 1e-3, 1e-4
+
+
+def _train(data, out, *extra):
+    assert main(["--data", str(data), "--out", str(out), *TINY, *extra]) == 0
+    return load_checkpoint(out / "last.pt")
+
+
+def _warnings(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: --")]
+
+
+def _tiny_net() -> nn.Module:
+    torch.manual_seed(0)
+    return build_child(Arch.baseline("iresnet18", width=0.0625, input_size=32, embedding_size=16))
+
+
+def test_compile_failure_falls_back_to_eager_with_one_warning_line(tiny_demo, tmp_path, monkeypatch, capsys):
+    eager = _train(tiny_demo, tmp_path / "eager", "--max-steps", "2")
+    capsys.readouterr()
+
+    def broken(module, **kwargs):
+        def run(*args, **kw):
+            raise RuntimeError("inductor exploded\nwith a second line")
+        return run
+
+    monkeypatch.setattr(speed.torch, "compile", broken)
+    compiled = _train(tiny_demo, tmp_path / "compiled", "--max-steps", "2", "--compile")
+    lines = _warnings(capsys)
+    assert len(lines) == 1 and "RuntimeError: inductor exploded" in lines[0] and "eager" in lines[0]
+    for name, value in eager["model"].items():  # the failed try left nothing behind
+        assert torch.equal(compiled["model"][name], value), name
+
+
+def test_missing_cxx_compiler_is_one_warning_and_eager(monkeypatch, capsys):
+    monkeypatch.setenv("CXX", "no-such-compiler-here")
+    net = _tiny_net()
+    run = speed.Compiled(net, "default", "cpu", "network")
+    assert not run.compiled and run(torch.randn(2, 3, 32, 32)).shape == (2, 16)
+    (line,) = _warnings(capsys)
+    assert "no C++ compiler: no-such-compiler-here" in line
+    assert speed.op_compiler("default", "cpu", 10) is None
+
+
+def test_checkpoints_and_resume_across_the_compile_switch(tiny_demo, tmp_path, monkeypatch):
+    """The compiled path (here torch.compile's eager backend: no C++) writes eager's checkpoint format,
+    and a run started with --compile resumes without it (and back) to the uninterrupted run's numbers."""
+    whole = _train(tiny_demo, tmp_path / "whole", "--max-steps", "4")
+    real = torch.compile
+    monkeypatch.setattr(speed.torch, "compile", lambda module, **kw: real(module, backend="eager"))
+    part = _train(tiny_demo, tmp_path / "part", "--max-steps", "2", "--compile")
+    assert set(part["model"]) == set(whole["model"]) and not any("_orig_mod" in k for k in part["model"])
+    assert main(["--resume", str(tmp_path / "part"), "--compile", "off", "--max-steps", "3"]) == 0
+    assert main(["--resume", str(tmp_path / "part"), "--compile", "default", "--max-steps", "4"]) == 0
+    resumed = load_checkpoint(tmp_path / "part" / "last.pt")
+    assert resumed["step"] == 4 and resumed["config"]["compile"] == "default"
+    for name, value in whole["model"].items():
+        torch.testing.assert_close(resumed["model"][name], value, rtol=RTOL, atol=ATOL)
+
+
+@pytest.mark.slow
+def test_inductor_compiled_training_agrees_with_eager(tiny_demo, tmp_path):
+    """Real inductor (C++ kernels, ~1 min to compile here): 3 steps agree with eager within RTOL/ATOL."""
+    eager = _train(tiny_demo, tmp_path / "eager", "--max-steps", "3")
+    compiled = _train(tiny_demo, tmp_path / "compiled", "--max-steps", "3", "--compile")
+    for name, value in eager["model"].items():
+        torch.testing.assert_close(compiled["model"][name], value, rtol=RTOL, atol=ATOL)
+    torch.testing.assert_close(compiled["head"], eager["head"], rtol=RTOL, atol=ATOL)
+
+
+def test_supernet_compiles_each_candidate_op_once_without_a_recompile_storm():
+    graphs = []
+
+    def counting(graph, inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    torch.manual_seed(0)
+    supernet = Supernet("iresnet18", width=0.0625, input_size=32, embedding_size=16).eval()
+    reference = Supernet("iresnet18", width=0.0625, input_size=32, embedding_size=16).eval()
+    reference.load_state_dict(supernet.state_dict())
+    ops = supernet.num_slots * 2 * supernet.num_ops  # two sites per block, every candidate at each
+    supernet.compile_ops(speed.op_compiler("default", "cpu", ops, backend=counting))
+    assert set(supernet.state_dict()) == set(reference.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    rng = random.Random(0)
+    with torch.no_grad():
+        for code in range(supernet.num_ops):  # every op of every slot once
+            torch.testing.assert_close(supernet(x, [code] * supernet.num_slots),
+                                       reference(x, [code] * supernet.num_slots))
+        seen = len(graphs)
+        assert 0 < seen <= ops
+        for _ in range(6):  # new paths are new combinations of compiled ops: nothing recompiles
+            codes = [rng.randrange(supernet.num_ops) for _ in range(supernet.num_slots)]
+            torch.testing.assert_close(supernet(x, codes), reference(x, codes))
+    assert len(graphs) == seen
+
+
+def test_channels_last_training_refused_where_torch_crashes_and_inference_agrees(capsys):
+    net = _tiny_net().eval()
+    assert speed.cpu_backward_hazard(net) is not None  # 4-channel 1x1 stride-2 shortcut
+    assert not speed.to_channels_last(net, "cpu", training=True)
+    (line,) = _warnings(capsys)
+    assert "--channels-last" in line and "1x1 stride-2" in line
+    assert speed.cpu_backward_hazard(build_child(Arch.baseline("iresnet18", width=0.25, input_size=32))) is None
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    plain = TorchEmbedder(net, input_size=32)(images)
+    fast = TorchEmbedder(_tiny_net().eval(), input_size=32, channels_last=True)(images)
+    np.testing.assert_allclose(fast, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_commands_take_the_speed_options():
+    from facenar.evaluate import build_parser as evaluate_parser
+    from facenar.search.cli import build_parser as search_parser
+    from facenar.verify.cli import build_parser as verify_parser
+
+    args = verify_parser().parse_args(["--compile", "--channels-last"])
+    assert (args.compile, args.channels_last) == ("default", True)
+    assert evaluate_parser().parse_args(["--model", "m.pt"]).compile == "off"
+    assert search_parser().parse_args(["--compile", "max-autotune"]).compile == "max-autotune"
+    with pytest.raises(SystemExit):
+        verify_parser().parse_args(["--compile", "fastest"])
