@@ -44,9 +44,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, force: bool = False, op
     """
     from facenar.checkpoint import load_model
 
-    # the run folder holding the checkpoint is an input too: --out RUN_DIR --force must not replace it
-    check_outputs(force, files={"--out": out},
-                  inputs={"--checkpoint": checkpoint, "the checkpoint's folder": Path(checkpoint).parent})
+    # the guard also refuses a folder holding an input: --out RUN_DIR --force must not replace the run
+    check_outputs(force, files={"--out": out}, inputs={"--checkpoint": checkpoint})
     model, arch, _ = load_model(checkpoint)
     model = model.float().eval()
     size = arch.input_size

@@ -148,8 +148,9 @@ class _TrainingRun:
             if stored.get("backbone") not in (None, self.arch.backbone):
                 raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
                                 f"{stored['backbone']}; resume without --arch or start a new run")
-            return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade)
-        RunDir.check(path, force, inputs={"--data": self.data_dir, "--arch": self.cfg.arch_file})
+            return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade,
+                                      lock=self.ctx.is_main)  # rank 0 owns the run folder for the group
+        RunDir.check(path, force, inputs={"--data": self.data_dir, "--arch": self.cfg.arch_file}, lock=self.ctx.is_main)
         barrier(self.ctx)  # every rank has checked before rank 0 creates anything
         if self.ctx.is_main:
             RunDir.create(path, self.config, force=True)
