@@ -148,6 +148,17 @@ def take_ownership(folder: str | Path) -> None:
     _held[key] = fd
 
 
+def release_ownership(folder: str | Path) -> None:
+    """Give up the lock take_ownership took (when the job ends; process exit does the same)."""
+    try:
+        key = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return
+    fd = _held.pop(key, None)
+    if fd is not None:
+        os.close(fd)
+
+
 def read_run_config(path: str | Path) -> dict:
     """The config.json of an existing run directory (what --resume starts from and is checked against)."""
     stored_path = Path(path) / CONFIG_NAME

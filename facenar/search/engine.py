@@ -25,7 +25,7 @@ from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broa
 from facenar.checkpoint import (capture_rng, load_checkpoint, restore_rng, restoring, save_checkpoint, seed_everything,
                                 to_cpu)
 from facenar.config import format_differences
-from facenar.rundir import RunDir
+from facenar.rundir import RunDir, release_ownership
 from facenar.schedule import set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
 from facenar.search.spaces import make_space
@@ -295,4 +295,5 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         engine = NarSearch(cfg, RunDir(out), ctx, workers, data)
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
+        release_ownership(out)
         shutdown(ctx)

@@ -22,7 +22,7 @@ from facenar.space.networks import build_child
 from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, restoring, save_model, seed_everything
 from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
-from facenar.rundir import MetricsCSV, RunDir, read_run_config
+from facenar.rundir import MetricsCSV, RunDir, read_run_config, release_ownership
 from facenar.schedule import set_lr
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
@@ -94,11 +94,14 @@ class Engine:
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
     ctx = init_distributed(cfg.device)
+    run_path = None
     try:
         # rank 0's clock names the default run directory, so every rank writes to the same one
         run_path = Path(out) if out else broadcast_object(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"), ctx)
         return _TrainingRun(cfg, ctx, run_path, resume, force).loop()
     finally:
+        if run_path is not None:
+            release_ownership(run_path)
         shutdown(ctx)
 
 
