@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from data_tools.atomic import atomic_path
-from data_tools.cli import UserError, number, run_cli
+from data_tools.cli import EnvironmentFault, UserError, machine_fault, number, run_cli
 from data_tools.outputs import check_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input.1", "embedding"
@@ -76,6 +76,9 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: in
                               opset_version=opset, dynamic_shapes=({0: batch},), external_data=False,
                               dynamo=True, verbose=False)
         except Exception as exc:  # the exporter raises many types (unsupported op, bad opset, ...)
+            fault = machine_fault(exc)  # a full disk is the machine's fault (exit 1), whatever the opset
+            if fault is not None:
+                raise EnvironmentFault(f"cannot write {path}: {fault}") from None
             raise UserError(f"ONNX export failed at opset {opset}: {type(exc).__name__}: {exc}"[:500]) from None
         finally:
             for logger, level in zip(loggers, levels):

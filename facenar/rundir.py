@@ -12,7 +12,6 @@ one error line instead of deleting or appending to a run that is being written.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
@@ -24,7 +23,7 @@ from typing import Iterable
 from data_tools.atomic import atomic_path, write_text_atomic
 from data_tools.cli import UserError, read_json
 from data_tools.outputs import MARKER, check_outputs
-from data_tools.textinput import read_text
+from data_tools.textinput import read_csv
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
@@ -221,11 +220,7 @@ class MetricsCSV:
         """The rows, through the bounded reader: a damaged file (NUL bytes, not UTF-8) is one line naming it."""
         if not self.path.exists():
             return []
-        text = read_text(self.path, "metrics table", max_bytes=1 << 30)
-        try:
-            return list(csv.DictReader(io.StringIO(text, newline="")))
-        except csv.Error as exc:
-            raise UserError(f"metrics table {self.path} is damaged ({exc}); remove it or start a new run") from None
+        return read_csv(self.path, "metrics table", "remove it or start a new run", max_bytes=1 << 30)
 
     def _key(self, row: dict) -> float:
         try:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 from pathlib import Path
 from typing import Sequence
 
 from data_tools.cli import UserError, read_json, run_cli
-from data_tools.textinput import read_text
+from data_tools.textinput import read_csv
 from facenar.search.spaces import SKIP_COLUMNS
 
 CSV_COLUMNS = ["run", "skip_weight", "epoch", *SKIP_COLUMNS]
@@ -31,7 +30,7 @@ def read_run(run_dir: str | Path) -> list[dict]:
     config = read_json(run / "config.json", "run configuration")
     if not isinstance(config, dict) or config.get("space") != "enas":
         raise UserError(f"{run}: not a --space enas search; Fig. 1 needs the skip statistics of ENAS's space")
-    rows = list(csv.DictReader(io.StringIO(read_text(run / "search.csv", "search record"))))
+    rows = read_csv(run / "search.csv", "search record")
     try:
         return [{"run": run.name, "skip_weight": float(config["skip_weight"]), "epoch": int(row["epoch"]),
                  **{key: float(row[key]) for key in SKIP_COLUMNS}} for row in rows]
