@@ -21,9 +21,10 @@ import numpy as np
 import torch
 
 from benchmarks.common import Section, machine_info, median
-from data_tools.atomic import write_text_atomic
-from data_tools.cli import UserError, number, run_cli
-from data_tools.outputs import check_outputs
+from facenar_runtime.atomic import write_text_atomic
+from facenar_runtime.cli import number, run_cli
+from facenar_runtime.errors import UserError
+from facenar_runtime.outputs import check_outputs
 
 HERE = Path(__file__).resolve().parent
 TITLE = "GPU check"

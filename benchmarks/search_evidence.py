@@ -390,9 +390,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--data needs --task (which task's data it is)")
     out = Path(args.out) if args.out else None
     plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
-    check_outputs(args.force or _earlier_report(out), files={"--out": out})
+    check_outputs(args.force or _earlier_report(out), files={"--out": out}, inputs={"--data": args.data})
     # this command's own file names: always regenerated
-    check_outputs(True, files={"plot": plot, "Fig. 1 plot": plot.with_name(FIG1_NAME)})
+    check_outputs(True, files={"plot": plot, "Fig. 1 plot": plot.with_name(FIG1_NAME)}, inputs={"--data": args.data})
     section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset)
     if out:
         write_text_atomic(out, section.markdown())

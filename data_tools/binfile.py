@@ -17,6 +17,11 @@ import numpy as np
 from facenar_runtime.atomic import atomic_open
 from facenar_runtime.errors import UserError
 from facenar_runtime.safe_pickle import ForbiddenGlobal as _ForbiddenGlobal, restricted_loads
+from facenar_runtime.textinput import read_bytes
+
+# the public benchmark .bin files are tens of MB (lfw 6,000 pairs); 4 GiB leaves room for IJB-size
+# sets yet refuses a wrong path (a link to /dev/zero, a disk image) before it fills memory
+MAX_BIN_BYTES = 4 << 30
 
 
 def _as_image_bytes(item, index: int, path) -> bytes:
@@ -45,11 +50,7 @@ def _as_issame(flags, path) -> np.ndarray:
 
 def load_bin(path: str | os.PathLike) -> tuple[list[bytes], np.ndarray]:
     """Read a verification .bin -> (2P encoded images, P issame flags); pair i = images 2i, 2i+1."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    raw = read_bytes(path, "verification .bin", MAX_BIN_BYTES)
     try:
         payload = restricted_loads(raw)
     except _ForbiddenGlobal as exc:

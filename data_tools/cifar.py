@@ -21,6 +21,7 @@ import numpy as np
 
 from facenar_runtime.errors import UserError
 from facenar_runtime.safe_pickle import ForbiddenGlobal, restricted_loads
+from facenar_runtime.textinput import read_bytes
 
 FOLDER = "cifar-10-batches-py"
 TARBALL = "cifar-10-python.tar.gz"
@@ -30,6 +31,9 @@ META = "batches.meta"
 NUM_CLASSES = 10
 SIDE = 32
 SEARCH_HOLDOUT = 5000  # training images the search keeps aside as its validation split
+# a batch of 10,000 images is 31 MB; 8x that admits re-packed batches, and refuses a bomb (a tar
+# member declaring gigabytes, a link to /dev/zero) before anything is read or inflated
+MAX_BATCH_BYTES = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -105,12 +109,9 @@ def _read_members(path: Path, names: tuple[str, ...], layout: CifarLayout):
     if path.is_dir():
         found = {}
         for name in names:
-            try:
-                found[name] = (path / name).read_bytes()
-            except FileNotFoundError:
-                raise UserError(f"{path / name} is missing; the {layout.folder} folder is incomplete") from None
-            except OSError as exc:
-                raise UserError(f"cannot read {path / name}: {exc.strerror or exc}") from None
+            if not os.path.exists(path / name):
+                raise UserError(f"{path / name} is missing; the {layout.folder} folder is incomplete")
+            found[name] = read_bytes(path / name, "CIFAR batch", MAX_BATCH_BYTES)
         return found, lambda name: str(path / name)
     found = {}
     try:
@@ -118,6 +119,9 @@ def _read_members(path: Path, names: tuple[str, ...], layout: CifarLayout):
             for member in tar:  # one pass: seeking back in a gzip stream means decompressing again
                 name = member.name.rsplit("/", 1)[-1]
                 if member.isfile() and name in names and name not in found:
+                    if member.size > MAX_BATCH_BYTES:  # the header's size bounds what extractfile reads
+                        raise UserError(f"{path}:{member.name} would inflate to {member.size / 2**20:.0f} MiB, more "
+                                        f"than a CIFAR batch can hold ({MAX_BATCH_BYTES >> 20} MiB); not reading it")
                     found[name] = tar.extractfile(member).read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
         raise UserError(f"{path} is truncated or not a CIFAR tar.gz ({exc}); download it again") from None
@@ -146,7 +150,10 @@ def _class_names(raw: bytes, where: str, layout: CifarLayout) -> tuple[str, ...]
     count = layout.num_classes
     if not isinstance(names, list) or len(names) != count or not all(isinstance(n, (bytes, str)) for n in names):
         raise UserError(f"{where}: {layout.names_key} must be a list of {count} names")
-    return tuple(name.decode("utf-8") if isinstance(name, bytes) else name for name in names)
+    try:
+        return tuple(name.decode("utf-8") if isinstance(name, bytes) else name for name in names)
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{where}: a class name in {layout.names_key} is not UTF-8 text ({exc.object[:40]!r})") from None
 
 
 def _batch(raw: bytes, where: str, num_classes: int, labels_key: str) -> tuple[np.ndarray, np.ndarray]:

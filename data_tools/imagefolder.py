@@ -57,9 +57,12 @@ def scan_split(folder: str | os.PathLike, classes: tuple[str, ...] | None = None
                         "or add them to train")
     index = {name: i for i, name in enumerate(classes)}
     paths, labels = [], []
+    # links are followed (shards on other disks), but each directory is visited once: a link back
+    # to the root or into another class would repeat and mislabel images, two loops never end
+    visited = {_identity(root), *(_identity(root / name) for name in present)}
     for name in present:
         for dirpath, dirnames, filenames in os.walk(root / name, followlinks=True):
-            dirnames.sort()
+            dirnames[:] = _unvisited(dirpath, sorted(dirnames), visited)
             for filename in sorted(filenames):
                 if filename.lower().endswith(EXTENSIONS) and not filename.startswith("."):
                     paths.append(Path(dirpath) / filename)
@@ -67,6 +70,25 @@ def scan_split(folder: str | os.PathLike, classes: tuple[str, ...] | None = None
     if not paths:
         raise UserError(f"{root} holds no images ({', '.join(EXTENSIONS)})")
     return ImageSplit(root, classes, tuple(paths), np.asarray(labels, np.int64))
+
+
+def _identity(path) -> tuple[int, int]:
+    info = os.stat(path)
+    return info.st_dev, info.st_ino
+
+
+def _unvisited(parent: str, names: list[str], visited: set) -> list[str]:
+    """The subfolders of `parent` not seen before (now marked seen); broken links are skipped."""
+    kept = []
+    for name in names:
+        try:
+            key = _identity(os.path.join(parent, name))
+        except OSError:
+            continue
+        if key not in visited:
+            visited.add(key)
+            kept.append(name)
+    return kept
 
 
 def scan_imagefolder(root: str | os.PathLike) -> tuple[ImageSplit, ImageSplit]:

@@ -66,7 +66,6 @@ def classifier(payload: dict, backbone: nn.Module, where: str, features: int, cl
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    check_outputs(args.force, files={"--json": args.json}, inputs={"--model": args.model, "--data": args.data})
     backbone, arch, payload = load_model(args.model)
     config = payload.get("config") if isinstance(payload.get("config"), dict) else {}
     task_name = config.get("task", DEFAULT_TASK)
@@ -78,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     data = args.data or config.get("data")
     if not data:
         raise UserError(f"{args.model} does not record its data; pass --data DIR")
+    # the data the checkpoint records is read too: the guard needs the defaulted --data as well
+    check_outputs(args.force, files={"--json": args.json}, inputs={"--model": args.model, "--data": data})
     device = resolve_device(args.device)
     evaluation = TopK(task, data, args.workers)
     model = Fast(classifier(payload, backbone.to(device), args.model, arch.embedding_size, evaluation.classes),

@@ -24,7 +24,8 @@ import torch
 
 from facenar_runtime.atomic import atomic_path
 from facenar_runtime.cli import number, run_cli
-from facenar_runtime.errors import UserError
+from facenar_runtime.errors import machine_fault
+from facenar_runtime.errors import UserError, EnvironmentFault
 from facenar_runtime.outputs import check_outputs
 
 INPUT_NAME, OUTPUT_NAME = "input.1", "embedding"
@@ -45,9 +46,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, force: bool = False, op
     """
     from facenar.checkpoint import load_model
 
-    # the run folder holding the checkpoint is an input too: --out RUN_DIR --force must not replace it
-    check_outputs(force, files={"--out": out},
-                  inputs={"--checkpoint": checkpoint, "the checkpoint's folder": Path(checkpoint).parent})
+    # the guard also refuses a folder holding an input: --out RUN_DIR --force must not replace the run
+    check_outputs(force, files={"--out": out}, inputs={"--checkpoint": checkpoint})
     model, arch, _ = load_model(checkpoint)
     model = model.float().eval()
     size = arch.input_size
@@ -78,6 +78,9 @@ def _export(model: torch.nn.Module, example: torch.Tensor, path: Path, opset: in
                               opset_version=opset, dynamic_shapes=({0: batch},), external_data=False,
                               dynamo=True, verbose=False)
         except Exception as exc:  # the exporter raises many types (unsupported op, bad opset, ...)
+            fault = machine_fault(exc)  # a full disk is the machine's fault (exit 1), whatever the opset
+            if fault is not None:
+                raise EnvironmentFault(f"cannot write {path}: {fault}") from None
             raise UserError(f"ONNX export failed at opset {opset}: {type(exc).__name__}: {exc}"[:500]) from None
         finally:
             for logger, level in zip(loggers, levels):

@@ -3,12 +3,17 @@
 Search and train share this so that `--resume RUN_DIR` means the same thing everywhere: the
 stored config must match, and the metrics CSV is cut back to the checkpoint (facenar.checkpoint)
 so the resumed record equals an uninterrupted one.
+
+A run folder has one owner at a time: the process that checks, creates or resumes it holds an
+advisory lock (flock) on RUN_DIR/LOCK_NAME, which the kernel drops when that process ends, even
+by kill -9, so no stale lock is ever left behind. A second search, train or resume there gets
+one error line instead of deleting or appending to a run that is being written.
 """
 from __future__ import annotations
 
 import csv
-import io
 import json
+import os
 import shutil
 import sys
 import time
@@ -18,13 +23,16 @@ from typing import Iterable
 
 from facenar_runtime.atomic import atomic_path, write_text_atomic
 from facenar_runtime.errors import UserError
-from facenar_runtime.textinput import read_json
+from facenar_runtime.textinput import read_json, read_csv
 from facenar_runtime.outputs import MARKER, check_outputs
-from facenar_runtime.textinput import read_text
 
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
 TENSORBOARD_DIR = "tensorboard"
+LOCK_NAME = ".facenar.lock"
+# what facenar writes when a run starts, before any result: a folder holding only these has nothing to lose
+START_FILES = frozenset({MARKER, CONFIG_NAME, LOG_NAME, LOCK_NAME})
+_held: dict[Path, int] = {}  # run folder -> descriptor of its lock file, held by this process until it exits
 
 
 class RunDir:
@@ -34,33 +42,50 @@ class RunDir:
         self.path = Path(path)
 
     @staticmethod
-    def check(path: str | Path, force: bool, inputs: dict | None = None) -> None:
-        """Refuse an --out that would lose data or cannot be written, before anything is computed.
+    def check(path: str | Path, force: bool, inputs: dict | None = None, lock: bool = True) -> None:
+        """Refuse an --out that would lose data, cannot be written or is in use, before anything is computed.
 
-        A run folder facenar started that holds no checkpoint yet (an early error, a kill in the
-        first epoch) has nothing to lose, so it is reused without --force; --force replaces only a
-        folder facenar wrote (check_outputs), never one of the user's.
+        A run folder facenar started that holds nothing but START_FILES (an early error, a kill
+        before the first result) has nothing to lose, so it is reused without --force; anything
+        else there (a checkpoint, a record, the user's notes) needs --force, which replaces only a
+        folder facenar wrote (check_outputs), never one of the user's. With `lock` (the process
+        that will write the run; other DDP ranks pass False) the folder becomes this process's.
         """
-        check_outputs(force or _unfinished(Path(path)), folders={"--out": path}, inputs=inputs or {})
+        check_outputs(force or _unstarted(Path(path)), folders={"--out": path}, inputs=inputs or {})
+        if lock and Path(path).is_dir():
+            take_ownership(path)
 
     @classmethod
     def create(cls, path: str | Path, config: dict, force: bool = False) -> "RunDir":
-        """A fresh run folder with its MARKER and config.json; a previous run there is removed (see check)."""
+        """A fresh run folder with its MARKER and config.json; a previous run there is removed (see check).
+
+        The folder itself is emptied, not replaced, so the lock taken before stays on it.
+        """
         run = cls(path)
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if run.path.is_dir() and set(os.listdir(run.path)) - {LOCK_NAME}:
             cls.check(run.path, force)  # a folder of the user's is refused here, even with --force
-            shutil.rmtree(run.path)
         run.path.mkdir(parents=True, exist_ok=True)
+        take_ownership(run.path)
+        for entry in run.path.iterdir():
+            if entry.name == LOCK_NAME:
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
         (run.path / MARKER).touch()
         write_text_atomic(run.path / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=True) + "\n")
         return run
 
     @classmethod
-    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = (), upgrade=None) -> "RunDir":
+    def open_resume(cls, path: str | Path, config: dict, ignore: Iterable[str] = (), upgrade=None,
+                    lock: bool = True) -> "RunDir":
         """Open an existing run; its stored config (under today's names: `upgrade`) must equal `config`
-        except for `ignore` keys."""
+        except for `ignore` keys. With `lock` the run becomes this process's (see take_ownership)."""
         run = cls(path)
         stored = read_run_config(run.path)
+        if lock:
+            take_ownership(run.path)
         stored = upgrade(stored) if upgrade else stored
         skip = set(ignore)
         differ = sorted(k for k in set(stored) | set(config)
@@ -79,10 +104,59 @@ class RunDir:
             print(message, file=sys.stderr, flush=True)
 
 
-def _unfinished(path: Path) -> bool:
-    """A run folder facenar created (MARKER + config.json) in which no checkpoint was written yet."""
-    return (path.is_dir() and (path / MARKER).is_file() and (path / CONFIG_NAME).is_file()
-            and not any(path.glob("*.pt")))
+def _unstarted(path: Path) -> bool:
+    """A run folder facenar created (MARKER + config.json) that holds nothing but START_FILES."""
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    return {MARKER, CONFIG_NAME} <= names <= START_FILES and (path / MARKER).is_file()
+
+
+def take_ownership(folder: str | Path) -> None:
+    """Make this process the one owner of a run folder, or raise one error line if another has it.
+
+    The lock is an flock on FOLDER/LOCK_NAME held until this process ends (the kernel releases
+    it on any exit, kill -9 included). Taking it again in the same process is a no-op, as long
+    as the lock file is still the one locked (a folder deleted and made again is locked anew).
+    """
+    import fcntl
+
+    folder = Path(folder)
+    key, lock_path = folder.resolve(), folder / LOCK_NAME
+    held = _held.get(key)
+    if held is not None:
+        try:
+            if os.fstat(held).st_ino == os.stat(lock_path).st_ino:
+                return
+        except OSError:
+            pass
+        os.close(_held.pop(key))
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot take the run folder's lock {LOCK_NAME} ({exc.strerror or exc})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise UserError(f"{folder} is in use by another facenar process (pid {owner}); wait for it to end, "
+                        "or choose another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _held[key] = fd
+
+
+def release_ownership(folder: str | Path) -> None:
+    """Give up the lock take_ownership took (when the job ends; process exit does the same)."""
+    try:
+        key = Path(folder).resolve()
+    except (OSError, RuntimeError):
+        return
+    fd = _held.pop(key, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def run_folder(out: str | None, resume: str | None) -> str | None:
@@ -160,11 +234,7 @@ class MetricsCSV:
         """The rows, through the bounded reader: a damaged file (NUL bytes, not UTF-8) is one line naming it."""
         if not self.path.exists():
             return []
-        text = read_text(self.path, "metrics table", max_bytes=1 << 30)
-        try:
-            return list(csv.DictReader(io.StringIO(text, newline="")))
-        except csv.Error as exc:
-            raise UserError(f"metrics table {self.path} is damaged ({exc}); remove it or start a new run") from None
+        return read_csv(self.path, "metrics table", "remove it or start a new run", max_bytes=1 << 30)
 
     def _key(self, row: dict) -> float:
         try:

@@ -4,6 +4,7 @@ Users interrupt long jobs; a half-written .rec or checkpoint that looks complete
 none, so every output goes through these helpers. The rules that keep them from losing data:
 - a folder output gets the marker file MARKER, and an existing folder is replaced only if it
   carries that marker (facenar wrote it) or is empty: a folder of the user's is never deleted;
+- a file output replaces only a regular file, never a link, FIFO, device node or socket;
 - only what existed when the write began (and the caller allowed replacing, see
   facenar_runtime.outputs) is replaced; an output that appeared meanwhile (a second run to the same
   path) makes the final rename fail instead of silently replacing it;
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Iterator
 
 from facenar_runtime.errors import ENVIRONMENT_ERRNOS, UserError, is_torch_write_failure, os_error, torch_write_error
-from facenar_runtime.outputs import MARKER, is_ours
+from facenar_runtime.outputs import MARKER, is_ours, refuse_special
 
 _RENAME_NOREPLACE = 1
 
@@ -108,6 +109,7 @@ def _install(tmp: Path, target: Path, existed: bool) -> None:
     elif tmp.is_dir():
         raise UserError(f"{target} is a file; the output is a folder, choose another path")
     else:
+        refuse_special("output", target)  # also where a caller skipped the guard, or it changed since
         os.replace(tmp, target)
 
 

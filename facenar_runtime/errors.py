@@ -54,6 +54,27 @@ def torch_write_error(path: str | os.PathLike | None) -> EnvironmentFault:
     return EnvironmentFault(f"{where}: write failed (disk full or I/O error)")
 
 
+def machine_fault(exc: BaseException | None) -> str | None:
+    """The reason ("No space left on device") when a machine fault lies behind an exception a
+    library wrapped, else None.
+
+    Exporters and writers re-raise an OSError as their own error type, sometimes keeping only
+    its text; a full disk is still exit 1, not a problem with the user's options.
+    """
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in ENVIRONMENT_ERRNOS:
+            return exc.strerror or os.strerror(exc.errno)
+        if is_torch_write_failure(exc):
+            return "write failed (disk full or I/O error)"
+        for code in ENVIRONMENT_ERRNOS:
+            if os.strerror(code) in str(exc):
+                return os.strerror(code)
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def worker_message(text: str) -> str | None:
     """The original message of an exception torch re-raised from a DataLoader worker, else None.
 

@@ -25,11 +25,21 @@ def _latin1_encode(text: str, encoding: str = "utf-8", errors: str = "strict") -
     return codecs.encode(text, encoding, errors)
 
 
+def _empty_bytes(*args) -> bytes:
+    """Stand-in for `bytes`: python3 protocol-2 pickles write b"" as bytes(); any argument
+    (bytes(10**12) would allocate a terabyte) is refused."""
+    if args:
+        raise pickle.UnpicklingError("bytes() with arguments is not allowed")
+    return b""
+
+
 # (module, name) -> object: numpy arrays/dtypes/scalars, and bytes/bytearray as protocols 2-4 write them
 NUMPY_ARRAYS: Mapping[tuple[str, str], object] = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_encode,
+    ("builtins", "bytes"): _empty_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
     ("builtins", "bytearray"): bytearray,
     ("__builtin__", "bytearray"): bytearray,
     **{(f"{module}.multiarray", "_reconstruct"): _multiarray._reconstruct for module in ("numpy.core", "numpy._core")},

@@ -1,14 +1,19 @@
-"""Bounded reading of text files users hand us (pairs, landmarks, JSON, property, .idx).
+"""Bounded reading of files users hand us (pairs, landmarks, JSON, CSV, property, .idx; .bin, CIFAR).
 
 A wrong path such as /dev/urandom or a multi-GB binary must end in one line within a second,
 not after the reader has filled the machine's memory: text is read in chunks, decoded as UTF-8
-as it arrives, and refused as soon as it exceeds its size or line-length limit.
+as it arrives, and refused as soon as it exceeds its size or line-length limit. A binary file
+read whole must be a regular file whose size is within what its format can hold, checked
+before the first byte is read (a link to /dev/zero has no end).
 """
 from __future__ import annotations
 
 import codecs
 import json
+import csv
+import io
 import os
+import stat
 
 from facenar_runtime.errors import UserError
 
@@ -59,6 +64,42 @@ def read_text(path: str | os.PathLike, what: str, *, max_bytes: int = DEFAULT_MA
             parts.append(text)
             if not chunk:
                 return "".join(parts)
+
+
+def read_bytes(path: str | os.PathLike, what: str, max_bytes: int) -> bytes:
+    """The whole of a regular file of at most `max_bytes`, or one UserError naming it and the limit."""
+    name = os.fsdecode(path)
+    try:  # O_NONBLOCK: opening a FIFO must not wait for a writer; regular files ignore it
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UserError(f"cannot read {what} {name}: {exc.strerror or exc}") from None
+    info = os.fstat(fd)
+    problem = ("is a folder, expected a file" if stat.S_ISDIR(info.st_mode) else
+               "is not a regular file (a device, FIFO or socket); is it the right file?"
+               if not stat.S_ISREG(info.st_mode) else
+               f"is {_size(info.st_size)}, more than a {what} can hold ({_size(max_bytes)}); is it the right file?"
+               if info.st_size > max_bytes else None)
+    if problem:
+        os.close(fd)
+        raise UserError(f"{what} {name} {problem}")
+    with open(fd, "rb") as handle:
+        try:
+            data = handle.read(max_bytes + 1)
+        except OSError as exc:
+            raise UserError(f"cannot read {name}: {exc.strerror or exc}") from None
+    if len(data) > max_bytes:  # it grew while we read
+        raise UserError(f"{what} {name} is larger than {_size(max_bytes)}; is it the right file?")
+    return data
+
+
+def read_csv(path: str | os.PathLike, what: str, hint: str = "", **limits) -> list[dict]:
+    """The rows of a CSV file through read_text; a damaged table (a field over the csv module's
+    limit, a stray quote) is one line naming it, with `hint` saying what to do."""
+    text = read_text(path, what, **limits)
+    try:
+        return list(csv.DictReader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise UserError(f"{what} {os.fsdecode(path)} is damaged ({exc})" + (f"; {hint}" if hint else "")) from None
 
 
 def _longest_line(text: str, carried: int, max_line: int, what: str, name: str) -> int:

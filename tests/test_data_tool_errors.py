@@ -71,7 +71,8 @@ def test_1_validate_schedule_for_the_configs():
 # -- 2 and 3: outputs ----------------------------------------------------------------------------------
 def test_2_make_bin_force_does_not_delete_a_folder(user_folder, tmp_path, capsys):
     (tmp_path / "pairs.txt").write_text("A 1 2\n")
-    code, err = one_line_exit(make_bin.main, ["--images", tmp_path, "--pairs", tmp_path / "pairs.txt",
+    (tmp_path / "images").mkdir()
+    code, err = one_line_exit(make_bin.main, ["--images", tmp_path / "images", "--pairs", tmp_path / "pairs.txt",
                                               "--out", user_folder, "--force"], capsys)
     assert code == 2 and "is a folder; the output is a file" in err and (user_folder / "keep.txt").exists()
 

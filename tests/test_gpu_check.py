@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_check
-from data_tools.cli import UserError
+from facenar_runtime.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,7 +27,7 @@ from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broa
 from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
                                 restoring, resume_file, save_checkpoint, seed_everything, to_cpu)
 from facenar.config import format_differences
-from facenar.rundir import RunDir, default_run_folder
+from facenar.rundir import RunDir, default_run_folder, release_ownership
 from facenar.schedule import set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
 from facenar.search.spaces import make_space
@@ -325,4 +325,5 @@ def run_search(cfg: SearchConfig, out: str | Path | None = None, resume: bool = 
         engine = SearchEngine(cfg, RunDir(out), ctx, workers, data)
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
+        release_ownership(out)
         shutdown(ctx)

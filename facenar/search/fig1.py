@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 from pathlib import Path
 from typing import Sequence
 
 from facenar_runtime.cli import run_cli
 from facenar_runtime.errors import UserError
-from facenar_runtime.textinput import read_json
-from facenar_runtime.textinput import read_text
+from facenar_runtime.textinput import read_json, read_csv
 from facenar.search.spaces import SKIP_COLUMNS
 
 CSV_COLUMNS = ["run", "skip_weight", "epoch", *SKIP_COLUMNS]
+RUN_FILES = ("config.json", "search.csv")  # what is read of each run (inputs for the output guard)
 PANELS = (("skip_kl_half", "KL(p_skip || 0.5) of sampled architectures"), ("skip_prob", "mean skip probability"))
 
 
 def read_run(run_dir: str | Path) -> list[dict]:
     """One Fig. 1 row per epoch of an ENAS-space search run."""
     run = Path(run_dir)
-    if not (run / "config.json").is_file() or not (run / "search.csv").is_file():
+    if not all((run / name).is_file() for name in RUN_FILES):
         raise UserError(f"{run}: not a search run directory (needs config.json and search.csv)")
     config = read_json(run / "config.json", "run configuration")
     if not isinstance(config, dict) or config.get("space") != "enas":
         raise UserError(f"{run}: not a --space enas search; Fig. 1 needs the skip statistics of ENAS's space")
-    rows = list(csv.DictReader(io.StringIO(read_text(run / "search.csv", "search record"))))
+    rows = read_csv(run / "search.csv", "search record")
     try:
         return [{"run": run.name, "skip_weight": float(config["skip_weight"]), "epoch": int(row["epoch"]),
                  **{key: float(row[key]) for key in SKIP_COLUMNS}} for row in rows]
@@ -87,7 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace existing outputs")
     args = p.parse_args(argv)
     out_csv = args.csv or str(Path(args.out).with_suffix(".csv"))
-    check_outputs(args.force, files={"--out": args.out, "--csv": out_csv})
+    read = [Path(run) / name for run in args.runs for name in RUN_FILES]
+    check_outputs(args.force, files={"--out": args.out, "--csv": out_csv}, inputs={"RUN_DIR": read})
     table = plot_fig1(args.runs, args.out, out_csv)
     print(f"wrote {args.out} and {out_csv} ({len(args.runs)} runs, {len(table)} epochs)")
     return 0

@@ -24,7 +24,7 @@ from facenar.checkpoint import (BEST, LAST, gather_rng, load_checkpoint, restore
                                 seed_everything)
 from facenar.config import format_differences
 from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
-from facenar.rundir import MetricsCSV, RunDir, default_run_folder, read_run_config
+from facenar.rundir import MetricsCSV, RunDir, default_run_folder, read_run_config, release_ownership
 from facenar.schedule import set_lr
 from facenar.speed import Compiled, channels_last_input, to_channels_last
 from facenar.tasks import get_task
@@ -125,11 +125,14 @@ class _Loss(torch.nn.Module):
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
     ctx = init_distributed(cfg.device)
+    run_path = None
     try:
         # rank 0's clock names the default run directory, so every rank writes to the same one
         run_path = Path(out) if out else broadcast_object(default_run_folder("train"), ctx)
         return TrainEngine(cfg, ctx, run_path, resume, force).loop()
     finally:
+        if run_path is not None:
+            release_ownership(run_path)
         shutdown(ctx)
 
 
@@ -179,8 +182,9 @@ class TrainEngine:
             if stored.get("backbone") not in (None, self.arch.backbone):
                 raise UserError(f"the architecture given is an {self.arch.backbone}, but run {path} trains an "
                                 f"{stored['backbone']}; resume without --arch or start a new run")
-            return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade)
-        RunDir.check(path, force, inputs={"--data": self.data_dir, "--arch": self.cfg.arch_file})
+            return RunDir.open_resume(path, self.config, ignore=TrainConfig.RESUMABLE, upgrade=TrainConfig.upgrade,
+                                      lock=self.ctx.is_main)  # rank 0 owns the run folder for the group
+        RunDir.check(path, force, inputs={"--data": self.data_dir, "--arch": self.cfg.arch_file}, lock=self.ctx.is_main)
         barrier(self.ctx)  # every rank has checked before rank 0 creates anything
         if self.ctx.is_main:
             RunDir.create(path, self.config, force=True)

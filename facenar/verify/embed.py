@@ -95,6 +95,8 @@ class OnnxEmbedder:
         height, width = (d if isinstance(d, int) else DEFAULT_INPUT_SIZE for d in shape[2:])
         if height != width:
             raise UserError(f"{path}: input is {height}x{width}; only square face crops are supported")
+        if height < 1:
+            raise UserError(f"{path}: input is {height}x{width}; a face crop needs at least one pixel")
         self.input_name, self.input_size = spec.name, int(height)
         self.fixed_batch = shape[0] if isinstance(shape[0], int) and shape[0] > 0 else None
         self.output_name = output.name
