@@ -19,10 +19,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, rate_cells
+from benchmarks.workloads import CALIBRATION_BATCH, calibrated_child, inference_closure, train_step_closure
 from facenar_runtime.cli import run_cli
 from facenar.checkpoint import save_model
 from facenar.export import INPUT_NAME, export_onnx
@@ -30,10 +30,8 @@ from facenar.space.arch import Arch
 from facenar.space.cost import count_cost
 from facenar.space.networks import build_child
 from facenar.space.supernet import Supernet
-from facenar.tasks.heads import CosineClassifier, MarginSoftmax
 
 OURS2 = Path(__file__).resolve().parents[1] / "weights" / "archs" / "iresnet50_nar_pretrain_paper.json"
-CALIBRATION_BATCH = 8
 COLUMNS = ["measure", "network", "setting", "per_s", "spread", "ratio", "target", "compile_s"]
 # targets of issue 22 (ratios in one run, compile time excluded)
 COMPILED_TRAIN_TARGET, OURS2_INFERENCE_TARGET, COMPILED_SEARCH_TARGET = 1.25, 1.30, 1.15
@@ -79,41 +77,6 @@ def _settings(quick: bool, device: str) -> dict:
     return dict(width=1.0, input_size=112, batch=16, classes=1_000, repeats=3)
 
 
-def train_step_closure(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
-                device: str) -> Callable[[], None]:
-    """One closure = one SGD step on a fixed random batch (synchronised on CUDA)."""
-    head = CosineClassifier(512, classes).to(device)
-    margin = MarginSoftmax("arcface")
-    params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
-    x = torch.randn(batch, 3, size, size, device=device)
-    labels = torch.randint(0, classes, (batch,), device=device)
-    cuda = device == "cuda"
-
-    def step():
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(margin(head(forward(x)), labels), labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if cuda:
-            torch.cuda.synchronize()
-    return step
-
-
-def inference_closure(forward: Callable, batch: int, size: int, device: str) -> Callable[[], None]:
-    """One closure = one batch of inference (no autograd; synchronised on CUDA)."""
-    x = torch.randn(batch, 3, size, size, device=device)
-    cuda = device == "cuda"
-
-    def run():
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            forward(x)
-        if cuda:
-            torch.cuda.synchronize()
-    return run
-
-
 def _train_rows(quick: bool, device: str) -> list[dict]:
     """Training throughput of the reference, the child and the supernet (reduced size in quick mode)."""
     s = _settings(quick, device)
@@ -147,19 +110,6 @@ def _train_rows(quick: bool, device: str) -> list[dict]:
          **rate_cells(s["batch"], times["supernet"]), "ratio": train_rate["supernet"] / train_rate["child"],
          "target": ">= 0.85 x child"},
     ]
-
-
-def calibrated_child(arch: Arch) -> nn.Module:
-    """The child in eval mode with BN statistics from one random batch. At random init the
-    activations of a 50-layer residual net grow to ~1e26, where neither a timing nor the export's
-    ONNX-vs-PyTorch check means anything; calibrated, they stay O(10) like a trained network's."""
-    model = build_child(arch)
-    for module in model.modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm):
-            module.momentum = None                  # plain average: this batch's statistics
-    with torch.no_grad():
-        model.train()(torch.randn(CALIBRATION_BATCH, 3, arch.input_size, arch.input_size))
-    return model.eval()
 
 
 def onnx_closure(model: nn.Module, arch: Arch, batch: int, threads: int, stem: Path) -> Callable[[], None]:

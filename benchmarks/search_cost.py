@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 import torch
 
 from benchmarks.common import Section, benchmark_main, interleaved_times, machine_info, median, spread
-from benchmarks.networks import inference_closure, train_step_closure
+from benchmarks.workloads import inference_closure, train_step_closure
 from facenar_runtime.cli import run_cli
 
 COLUMNS = ["measure", "setting", "images", "median_s", "spread", "ms_per_image", "hours"]

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from benchmarks.common import interleaved_times, median, rate_cells
+from benchmarks.workloads import calibrated_child, inference_closure, train_step_closure
 from facenar.space.arch import Arch
 from facenar.space.networks import build_child
 from facenar.space.supernet import Supernet
@@ -40,12 +41,6 @@ def variants(model: nn.Module, device: str, training: bool) -> dict[str, tuple[C
     return out
 
 
-def calibrated_child(arch: Arch) -> nn.Module:
-    from benchmarks.networks import calibrated_child as calibrated
-
-    return calibrated(arch)
-
-
 def variants_compiled(found: dict) -> bool:
     """Whether the 'compiled' variant still runs compiled (facenar.speed falls back to eager on failure)."""
     return found["compiled"][0].compiled
@@ -53,8 +48,6 @@ def variants_compiled(found: dict) -> bool:
 
 def _train_closure(forward: Callable, params, batch: int, size: int, classes: int, device: str,
                    channels_last: bool) -> Callable[[], None]:
-    from benchmarks.networks import train_step_closure
-
     return train_step_closure(_Params(params), lambda x: forward(channels_last_input(x, channels_last)), batch, size,
                               classes, device)
 
@@ -68,8 +61,6 @@ class _Params(nn.Module):
 
 
 def _infer_closure(forward: Callable, batch: int, size: int, device: str, channels_last: bool):
-    from benchmarks.networks import inference_closure
-
     return inference_closure(lambda x: forward(channels_last_input(x, channels_last)), batch, size, device)
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from data_tools import binfile, cifar
 from data_tools.binfile import load_bin, save_bin
-from data_tools.cifar import META, TEST_BATCH, load_cifar10
+from data_tools.cifar import META, TEST_BATCH, load_cifar
 from facenar_runtime.cli import run_cli
 from facenar_runtime.errors import machine_fault
 from facenar_runtime.errors import EnvironmentFault, UserError
@@ -42,7 +42,7 @@ def _cifar_tarball(tmp_path):
 READERS = {
     ".bin": (lambda tmp: save_bin(tmp / "lfw.bin", [b"a", b"b"], [True]) or tmp / "lfw.bin", "",
              load_bin, (binfile, "MAX_BIN_BYTES")),
-    "CIFAR folder": (_cifar_folder, TEST_BATCH, lambda path: load_cifar10(path, "test"), (cifar, "MAX_BATCH_BYTES")),
+    "CIFAR folder": (_cifar_folder, TEST_BATCH, lambda path: load_cifar(path, "test"), (cifar, "MAX_BATCH_BYTES")),
 }
 
 
@@ -88,7 +88,7 @@ def test_13_a_file_larger_than_the_format_holds_is_refused_before_reading(reader
 
 def test_13_a_tar_member_that_inflates_beyond_a_batch_is_not_read(tmp_path, monkeypatch):
     path = _cifar_tarball(tmp_path)
-    load_cifar10(path, "test")
+    load_cifar(path, "test")
     monkeypatch.setattr(cifar, "MAX_BATCH_BYTES", 1000)   # the 5 GiB data_batch_1 of a 23 MB tar.gz, scaled down
     original = tarfile.TarFile.extractfile
 
@@ -98,7 +98,7 @@ def test_13_a_tar_member_that_inflates_beyond_a_batch_is_not_read(tmp_path, monk
 
     monkeypatch.setattr(tarfile.TarFile, "extractfile", extract)
     with pytest.raises(UserError, match=r"cifar-10-batches-py/\w+ would inflate to .* more than a CIFAR batch"):
-        load_cifar10(path, "test")
+        load_cifar(path, "test")
 
 
 def test_13_verify_with_a_bin_linked_to_dev_zero_is_one_line(tmp_path, capsys):
@@ -163,7 +163,7 @@ def test_12_a_csv_field_over_the_csv_limit_is_one_line(tmp_path):
 def test_12_non_utf8_class_names_are_one_line(tmp_path):
     write_folder(tmp_path, **{META: {b"label_names": [b"\xff\xfe"] + NAMES[1:], b"num_vis": 3072}})
     with pytest.raises(UserError, match=r"batches.meta: a class name in label_names is not UTF-8"):
-        load_cifar10(tmp_path, "test")
+        load_cifar(tmp_path, "test")
 
 
 def test_12_an_onnx_model_with_a_static_0x0_input_is_one_line(tmp_path):
@@ -171,7 +171,7 @@ def test_12_an_onnx_model_with_a_static_0x0_input_is_one_line(tmp_path):
     from onnx import TensorProto, helper
 
     from facenar.verify.embed import OnnxEmbedder
-    from test_reliability_facenar import _onnx
+    from test_command_errors import _onnx
 
     float32 = TensorProto.FLOAT
     model = _onnx(tmp_path / "empty.onnx", [helper.make_node("Flatten", ["x"], ["y"])],
@@ -186,12 +186,12 @@ def test_17_python3_protocol2_repickle_with_an_empty_batch_label_is_read(tmp_pat
     batch = batch_dict(0, override={b"batch_label": b""})
     write_folder(tmp_path, dumps=lambda value: pickle.dumps(value, protocol=2), **{TEST_BATCH: batch})
     assert b"c__builtin__\nbytes\n" in (tmp_path / TEST_BATCH).read_bytes()  # how python3 writes b"" there
-    np.testing.assert_array_equal(load_cifar10(tmp_path, "test").labels, batch[b"labels"])
+    np.testing.assert_array_equal(load_cifar(tmp_path, "test").labels, batch[b"labels"])
     # bytes() with an argument is no empty byte string: bytes(2**40) would allocate a terabyte
     bomb = b"\x80\x02c__builtin__\nbytes\nq\x00\x8a\x06\x00\x00\x00\x00\x00\x01\x85q\x01Rq\x02."
     (tmp_path / TEST_BATCH).write_bytes(bomb)
     with pytest.raises(UserError, match="not a CIFAR batch pickle.*bytes\\(\\) with arguments is not allowed"):
-        load_cifar10(tmp_path, "test")
+        load_cifar(tmp_path, "test")
 
 
 def _wrapped_oserror() -> Exception:

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.test_reliability_cli import CLI_MODULES
+from tests.test_runtime_cli import CLI_MODULES
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

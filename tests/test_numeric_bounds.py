@@ -20,8 +20,8 @@ from facenar import prepare_proxy
 from facenar.data import open_train_data
 from facenar.dist import device_option, resolve_device
 from tests.jpeg_data import jpeg
-from tests.test_reliability_cli import CLI_MODULES, parser_of
-from tests.test_reliability_items import one_line_exit
+from tests.test_runtime_cli import CLI_MODULES, parser_of
+from tests.test_data_tool_errors import one_line_exit
 
 
 # -- 5: float labels that are no labels ------------------------------------------------------------
@@ -160,14 +160,14 @@ def _search_engine(tiny_proxy, tmp_path, **overrides):
     from facenar.dist import DistContext
     from facenar.rundir import RunDir
     from facenar.search.config import SearchConfig
-    from facenar.search.engine import NarSearch
+    from facenar.search.engine import SearchEngine
 
     values = dict(data=str(tiny_proxy), backbone="iresnet18", width=0.125, input_size=32, embedding_size=32,
                   epochs=2, pretrain_epochs=1, t0=1, batch_size=24, steps_per_epoch=2, controller_steps=3,
                   controller_samples=3, val_batch=24, scale=16.0, m2=0.1, derive_samples=2, random_samples=0)
     cfg = SearchConfig(**{**values, **overrides}).validate()
     run = RunDir.create(tmp_path / "run", cfg.to_dict())
-    return NarSearch(cfg, run, DistContext(0, 1, 0, torch.device("cpu"))), run.path
+    return SearchEngine(cfg, run, DistContext(0, 1, 0, torch.device("cpu"))), run.path
 
 
 def test_8_search_stops_when_the_shared_weights_turn_nan(tiny_proxy, tmp_path):
@@ -176,7 +176,7 @@ def test_8_search_stops_when_the_shared_weights_turn_nan(tiny_proxy, tmp_path):
         next(engine.supernet.parameters()).fill_(math.nan)  # what --lr 1e30 did within a few steps
     with pytest.raises(UserError, match="search stopped in epoch 1: shared-weight loss became nan; lower --lr"):
         engine.run()
-    assert not (run / "arch.json").exists() and not (run / "checkpoint.pt").exists()
+    assert not (run / "arch.json").exists() and not (run / "last.pt").exists()
 
 
 def test_8_search_stops_when_the_controller_diverges(tiny_proxy, tmp_path):
@@ -185,7 +185,7 @@ def test_8_search_stops_when_the_controller_diverges(tiny_proxy, tmp_path):
         group["lr"] = 1e38  # past any --controller-lr: the first Adam step overflows the LSTM's weights
     with pytest.raises(UserError, match="search stopped in epoch 1: controller .* lower --controller-lr"):
         engine.run()
-    assert not (run / "arch.json").exists() and not (run / "checkpoint.pt").exists()
+    assert not (run / "arch.json").exists() and not (run / "last.pt").exists()
 
 
 @pytest.mark.parametrize("space", ["nar", "enas"])
