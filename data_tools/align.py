@@ -72,7 +72,7 @@ def landmark_problem(points: np.ndarray, image_size: tuple[int, int] | None = No
 def align_face(image: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """Warp `image` so its 5 landmarks (5x2, pixels) land on the ArcFace template; 112x112 out."""
     points = np.asarray(landmarks, dtype=np.float64).reshape(5, 2)
-    problem = landmark_problem(points, image.shape[:2])
+    problem = landmark_problem(points) or landmark_problem(points, image.shape[:2])
     if problem:
         raise ValueError(problem)
     matrix = similarity_transform(points, ARCFACE_TEMPLATE)

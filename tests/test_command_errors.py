@@ -247,8 +247,8 @@ def test_8_config_types_are_checked_against_the_dataclass():
 @pytest.mark.parametrize("data, message", [
     ({"backbone": ["iresnet50"], "codes": [0]}, "backbone must be a string"),
     ({"backbone": "iresnet18", "codes": [0] * 8, "granularity": {"a": 1}}, "granularity must be a string"),
-    ({"backbone": "iresnet18", "codes": [0] * 8, "width": "1"}, "width must be a positive number"),
-    ({"backbone": "iresnet18", "codes": [0] * 8, "width": True}, "width must be a positive number"),
+    ({"backbone": "iresnet18", "codes": [0] * 8, "width": "1"}, "width: expected a number"),
+    ({"backbone": "iresnet18", "codes": [0] * 8, "width": True}, "width: expected a number"),
     ({"backbone": "iresnet18", "codes": 3}, "'codes' must be a list"),
     ({"backbone": "iresnet18", "codes": 3, "ops": ["conv3x3"] * 8}, "'codes' must be a list"),
 ])
