@@ -64,7 +64,7 @@ def compile_options(mode: str, backend, no_layout_optimization: bool) -> dict:
         return {}
     from torch._inductor import list_mode_options
 
-    options = {**list_mode_options(None if mode == "default" else mode), "fallback_random": True}
+    options = {**list_mode_options(mode), "fallback_random": True}
     if no_layout_optimization:
         options["layout_optimization"] = False
     return {"options": options}

@@ -146,3 +146,13 @@ def test_inference_commands_take_the_speed_options():
     assert search_parser().parse_args(["--compile", "max-autotune"]).compile == "max-autotune"
     with pytest.raises(SystemExit):
         verify_parser().parse_args(["--compile", "fastest"])
+
+
+def test_every_mode_gives_inductor_options_it_knows():
+    known = set(torch._inductor.config.get_config_copy())
+    for mode in speed.COMPILE_MODES[1:]:
+        for hazard in (False, True):
+            options = speed.compile_options(mode, "inductor", hazard)["options"]
+            assert options["fallback_random"] is True and set(options) <= known
+            assert ("layout_optimization" in options) == hazard
+    assert speed.compile_options("default", "eager", True) == {}
