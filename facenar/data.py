@@ -155,7 +155,8 @@ class SeededSamples(Dataset):
             with torch.random.fork_rng(devices=[]):
                 random.seed(sample_seed)
                 np.random.seed(sample_seed)
-                torch.manual_seed(sample_seed)
+                torch.default_generator.manual_seed(sample_seed)  # the CPU's only: torch.manual_seed would
+                # also reseed every GPU's generator (dropout, Partial FC sampling) with --workers 0
                 return self.dataset[index]
         finally:
             random.setstate(py_state)

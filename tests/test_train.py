@@ -141,10 +141,10 @@ def test_bad_inputs_are_one_line_errors(tiny_demo, tmp_path, monkeypatch):
 
     def poisoned(self, images, labels, lr):
         calls.append(1)
-        return float("nan") if len(calls) == 2 else real_step(self, images, labels, lr)
+        return torch.tensor(float("nan")) if len(calls) == 2 else real_step(self, images, labels, lr)
 
     monkeypatch.setattr(Engine, "step", poisoned)
-    with pytest.raises(UserError, match=r"nan at step 6 .*keeps step 4"):
+    with pytest.raises(UserError, match=r"nan at step 6; .*keeps step 4"):
         main(["--resume", str(run)])
     assert load_checkpoint(run / "last.pt")["step"] == 4
 

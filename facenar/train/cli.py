@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--width", "channel multiplier override (CPU-sized runs)")
     add("--input-size", "input size override; images are resized")
     add("--sample-rate", "Partial FC negative-class sampling rate")
-    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16 where native, Ampere on; else fp16)",
+        choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--fp16", dest="amp", action="store_const", const="fp16", help="alias of --amp fp16")
     add("--grad-clip", "backbone gradient norm clip, 0 = off")
     add("--augment", "", choices=["flip", "strong", "none"])

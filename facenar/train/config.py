@@ -12,7 +12,7 @@ from facenar.config import RunConfig, preset_key, task_presets
 from facenar.space.arch import Arch
 from facenar.tasks import check_task_options
 from facenar.tasks.heads import MarginSoftmax
-from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
+from facenar.schedule import LR_SCALES, lr_scale_factor, poly_lr, schedule_problem, sgdr_lr
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
 MARGINS = {"arcface": (1.0, 0.5, 0.0), "cosface": (1.0, 0.0, 0.4), "combined": (1.0, 0.3, 0.2)}
@@ -143,7 +143,7 @@ class TrainConfig(RunConfig):
             raise UserError(f"--margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
         if self.schedule not in ("sgdr", "poly"):
             raise UserError(f"--schedule must be sgdr or poly, got {self.schedule!r}")
-        if self.lr_scale not in ("linear", "none"):
+        if self.lr_scale not in LR_SCALES:
             raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
         problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
         if problem:
@@ -185,7 +185,7 @@ def resolve_config(explicit: dict, preset: str | None = None, stored: dict | Non
 
 def lr_factor(cfg: TrainConfig, global_batch: int) -> float:
     """What --lr-scale multiplies the whole schedule by (both SGDR and poly are linear in the lrs)."""
-    return global_batch / REFERENCE_BATCH if cfg.lr_scale == "linear" else 1.0
+    return lr_scale_factor(cfg.lr_scale, global_batch, REFERENCE_BATCH)
 
 
 def resolve_arch(cfg: TrainConfig) -> Arch:

@@ -9,7 +9,6 @@ themselves, so its figures are optimistic: the summary's headline is last.pt's.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -21,9 +20,9 @@ from data_tools.cli import UserError, progress
 from facenar.space.networks import build_child
 from facenar.checkpoint import gather_rng, load_checkpoint, restore_rng, restoring, save_model, seed_everything
 from facenar.config import format_differences
-from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
+from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, distributed_job
 from facenar.rundir import MetricsCSV, RunDir, read_run_config
-from facenar.schedule import set_lr
+from facenar.schedule import describe_lr, set_lr
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
 from facenar.data import EpochSampler, SeededSamples, make_loader
@@ -51,8 +50,9 @@ class Engine:
         self.scaler = torch.amp.GradScaler(ctx.device.type, enabled=self.amp_dtype == torch.float16)
         self.grad_clip = cfg.grad_clip
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
-        """One SGD step on a local batch; returns the global-batch loss (NaN/inf: nothing is updated)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """One SGD step on a local batch; returns the global-batch loss, on the device (reading it would
+        wait for the GPU at every step: the caller checks it for NaN/inf only at its log rows and saves)."""
         dev = self.ctx.device
         images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
         set_lr(self.opt_backbone, lr)
@@ -61,9 +61,6 @@ class Engine:
         with torch.autocast(dev.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
             embeddings = self.backbone(images)
         loss = self.head(embeddings.float(), labels)
-        value = loss.item()
-        if not math.isfinite(value):
-            return value
         self.scaler.scale(loss).backward()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.opt_backbone)
@@ -73,7 +70,7 @@ class Engine:
         self.scaler.update()
         self.opt_backbone.zero_grad(set_to_none=True)
         self.opt_head.zero_grad(set_to_none=True)
-        return value
+        return loss.detach()
 
     def state(self) -> dict | None:
         """Collective: optimizer/scaler state and the head's checkpoint state, on rank 0."""
@@ -93,13 +90,10 @@ class Engine:
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
-    ctx = init_distributed(cfg.device)
-    try:
+    with distributed_job(cfg.device) as ctx:
         # rank 0's clock names the default run directory, so every rank writes to the same one
         run_path = Path(out) if out else broadcast_object(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"), ctx)
         return _TrainingRun(cfg, ctx, run_path, resume, force).loop()
-    finally:
-        shutdown(ctx)
 
 
 class _TrainingRun:
@@ -127,7 +121,8 @@ class _TrainingRun:
         self.engine = Engine(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
         self.best, self.best_step, self.verify_step, self.last_figures = -1.0, None, None, None
-        self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
+        self.pending = [0.0, 0]  # loss sum (a device tensor once stepping) and steps since the last train.csv row
+        self.bad_step = self.bad_loss = torch.tensor(-1.0, device=ctx.device)  # the first non-finite loss
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
         self.evaluation = task.evaluation(cfg, self.data_dir)
@@ -182,9 +177,7 @@ class _TrainingRun:
                      f"{images} images / {classes} classes from {self.data_dir}: {cfg.epochs} epochs x "
                      f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
                      f"process(es), {ctx.device}; run dir {self.run.path}")
-        self.run.log(f"learning rate: peak {cfg.lr * self.lr_factor:g}, floor {cfg.lr_min * self.lr_factor:g} "
-                     f"(--lr {cfg.lr:g} x {self.lr_factor:g}, --lr-scale {cfg.lr_scale}); global batch "
-                     f"{self.global_batch} = {cfg.batch_size} x {ctx.world_size} process(es)")
+        self.run.log(describe_lr(cfg.lr, cfg.lr_min, self.lr_factor, cfg.lr_scale, cfg.batch_size, ctx.world_size))
 
     def loop(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
@@ -198,10 +191,9 @@ class _TrainingRun:
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
                 lr = lr_at(cfg, self._epoch_float()) * self.lr_factor
                 loss = self.engine.step(images, labels, lr)
-                if not math.isfinite(loss):
-                    raise UserError(f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                                    f"stopped without saving it: {self.run.path}/{LAST} keeps step "
-                                    f"{self.done_at.get('last', 'none')}; lower --lr or check the data")
+                first_bad = ~torch.isfinite(loss) & (self.bad_step < 0)
+                self.bad_step = torch.where(first_bad, self.step + 1, self.bad_step)
+                self.bad_loss = torch.where(first_bad, loss, self.bad_loss)
                 self.step += 1
                 self.consumed += self.global_batch
                 epoch_done = index == batches - 1
@@ -209,9 +201,11 @@ class _TrainingRun:
                     self.epoch, self.consumed = self.epoch + 1, 0
                 self.pending = [self.pending[0] + loss, self.pending[1] + 1]
                 if self.step % cfg.log_every == 0:
+                    self._check_loss()
                     if ctx.is_main:
                         rate = self.pending[1] * self.global_batch / max(time.perf_counter() - tick, 1e-9)
-                        self._record({"lr": lr, "loss": self.pending[0] / self.pending[1], "images_per_s": rate})
+                        self._record({"lr": lr, "loss": float(self.pending[0]) / self.pending[1],
+                                      "images_per_s": rate})
                     self.pending, tick = [0.0, 0], time.perf_counter()
                 stop = cfg.max_steps is not None and self.step >= cfg.max_steps
                 every = cfg.verify_every > 0 and self.step % cfg.verify_every == 0
@@ -226,6 +220,14 @@ class _TrainingRun:
         self._events(verify=True, last=True)  # no-ops unless the last epoch had no batch left
         return self._summary(stopped=False)
 
+    def _check_loss(self) -> None:
+        """Stop on a NaN/inf loss before anything is logged or saved (the one read of the loss: a sync)."""
+        step = int(self.bad_step)
+        if step >= 0:
+            raise UserError(f"loss became {float(self.bad_loss)} at step {step}; stopped without saving it: "
+                            f"{self.run.path}/{LAST} keeps step {self.done_at.get('last', 'none')}; lower --lr "
+                            "or check the data")
+
     def _epoch_float(self) -> float:
         return self.epoch + self.consumed / (self.steps_per_epoch * self.global_batch)
 
@@ -235,6 +237,7 @@ class _TrainingRun:
         last = last and self.done_at.get("last") != self.step
         if not (verify or last):
             return
+        self._check_loss()
         extra = self._extra()
         if self.ctx.is_main:
             if verify:
@@ -259,7 +262,7 @@ class _TrainingRun:
         if not self.ctx.is_main:
             return None
         return {**state, "step": self.step, "epoch": self.epoch, "consumed": self.consumed, "rng": rng,
-                "pending_loss": list(self.pending),
+                "pending_loss": [float(self.pending[0]), self.pending[1]],
                 "config": self.config, "world_size": self.ctx.world_size}
 
     def _verify(self) -> tuple[dict, float]:
@@ -278,6 +281,7 @@ class _TrainingRun:
         self.metrics.append({"step": self.step, "epoch": round(self._epoch_float(), 4), **values})
 
     def _summary(self, stopped: bool) -> dict:
+        self._check_loss()
         self.metrics.close()
         summary = {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
                    "best_mean_acc": self.best if self.best >= 0 else None, "best_step": self.best_step,

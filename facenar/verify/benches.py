@@ -152,5 +152,7 @@ def load_embedder(model_path: str | Path, device: str):
         return OnnxEmbedder(path, device=device)
     from facenar.checkpoint import load_model
 
-    model, arch, _ = load_model(path, map_location=device)
-    return TorchEmbedder(model.float().eval(), device=device, input_size=arch.input_size)
+    # loaded on the CPU: a training checkpoint also holds Partial FC's centres and momentum, which would
+    # otherwise all land on the GPU; only the network moves there
+    model, arch, _ = load_model(path, map_location="cpu")
+    return TorchEmbedder(model.float().eval().to(device), device=device, input_size=arch.input_size)
