@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 import threading
 import time
 from dataclasses import dataclass
@@ -23,11 +24,11 @@ from data_tools.cli import UserError
 # Collectives wait this long for a rank that works alone (rank 0's controller steps, plots, checkpoint
 # writes) before aborting the job; NCCL's own default is 10 minutes. FACENAR_DIST_TIMEOUT_MIN overrides it.
 DEFAULT_TIMEOUT_MIN = 30
-_FAILED, _CODE, _COUNT = "facenar/failed", "facenar/exit_code", "facenar/failures"
+_FAILED, _CODE, _COUNT, _WHO = "facenar/failed", "facenar/exit_code", "facenar/failures", "facenar/failed_process"
 WATCH_INTERVAL_S = 0.2
-# a peer leaves this long after the failure, so that the failing rank exits first and torchrun's report
-# names it as the root cause (its own exit, once printed, takes a fraction of a second)
-PEER_GRACE_S = 1.0
+# A peer leaves once the failing process has (so torchrun's report names that rank as the root cause),
+# waiting at most this long; 1 s when the failing rank runs on another machine.
+PEER_GRACE_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class _FailureWatch:
             except Exception:  # the store went away with the rank that hosted it: that rank has ended
                 failed, code = True, 1
             if failed and not self.failed_here and not self.stopped.is_set():
-                time.sleep(PEER_GRACE_S)
+                self.wait_for_reporter()
                 os._exit(code or 1)  # blocked in a collective or not: leave, silently; the failing rank reports
 
     def publish(self, code: int) -> int | None:
@@ -134,11 +135,29 @@ class _FailureWatch:
         try:
             if self.store.add(_COUNT, 1) == 1:
                 self.store.set(_CODE, str(code))
+                self.store.set(_WHO, f"{socket.gethostname()}:{os.getpid()}")
                 self.store.set(_FAILED, "1")
                 return None
             return int(self.store.get(_CODE))
         except Exception:
             return None
+
+    def wait_for_reporter(self) -> None:
+        """Until the first failing process has ended (PEER_GRACE_S at most)."""
+        try:
+            host, pid = self.store.get(_WHO).decode().rsplit(":", 1)
+        except Exception:
+            return
+        if host != socket.gethostname():
+            time.sleep(1.0)
+            return
+        deadline = time.monotonic() + PEER_GRACE_S
+        while time.monotonic() < deadline:
+            try:
+                os.kill(int(pid), 0)
+            except OSError:  # gone (or not ours to probe)
+                return
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -171,7 +190,7 @@ def distributed_job(device: str = "auto"):
         torch_dist.destroy_process_group()  # no barrier: the peers are leaving too (and leave their collectives)
         if first_code is None:
             raise
-        time.sleep(PEER_GRACE_S)
+        watch.wait_for_reporter()
         raise SystemExit(first_code) from None
     else:
         if watch is not None:
