@@ -60,12 +60,38 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> the network's 3xHxW input."""
-    return normalize(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+    """HxWx3 uint8 RGB -> 3xHxW uint8: a quarter of float32's bytes through the workers' shared memory,
+    pinning and the copy to the GPU; `device_input` normalises it on the device."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def device_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A loader's batch on `device` as the network's input: uint8 batches (the face datasets') are
+    normalised there; float batches (already normalised by their dataset) pass as they are."""
+    images = images.to(device, non_blocking=True)
+    return normalize(images) if images.dtype == torch.uint8 else images
+
+
+def loader_workers(requested: int | None, device: torch.device, cpu_default: int) -> int:
+    """--workers, or by default on CUDA the cores per GPU process less one for the process itself
+    (at most 8; torchrun's LOCAL_WORLD_SIZE processes share the machine); `cpu_default` on a CPU,
+    whose cores the training itself needs."""
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return cpu_default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
+
+
+def _one_thread_worker(worker_id: int) -> None:
+    """A loader worker decodes one image at a time: cv2's own thread pool would only oversubscribe the
+    cores the other workers and the training use (DataLoader already gives each worker one torch thread)."""
+    cv2.setNumThreads(1)
 
 
 class RecordFaceDataset(Dataset):
-    """(image tensor, label) for every image of an emore folder; labels from its identity records.
+    """(uint8 image tensor, label) for every image of an emore folder; labels from its identity records.
 
     `source` is the folder or an already-open EmoreDataset (its index and identity records are then
     not parsed a second time).
@@ -87,6 +113,7 @@ class RecordFaceDataset(Dataset):
         return int(self.keys.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """(3xHxW uint8 RGB, label); see to_tensor."""
         key = int(self.keys[index])
         image = decode_image(self.records.read_image(key), f"{self.records.reader.rec_path} key {key}")
         if image.shape[:2] != self.size:
@@ -170,7 +197,8 @@ def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = 
     workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG."""
     generator = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
-                      drop_last=drop_last, pin_memory=pin_memory, generator=generator)
+                      drop_last=drop_last, pin_memory=pin_memory, generator=generator,
+                      worker_init_fn=_one_thread_worker if workers else None)
 
 
 def epoch_loader(dataset: Dataset, where: str, batch_size: int, seed: int, epoch: int, ctx, workers: int,
@@ -226,7 +254,7 @@ class ProxyData:
             images, labels = [], []
             for i in progress(range(len(dataset)), total=len(dataset), desc="decode proxy-val"):
                 image, label = dataset[i]
-                images.append(((image * 0.5 + 0.5) * 255).round().to(torch.uint8))  # exact inverse
+                images.append(image)
                 labels.append(label)
             self._val = (torch.stack(images).to(device), torch.tensor(labels, device=device))
         return self._val

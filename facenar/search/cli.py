@@ -109,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     add(run, "--device", "", choices=["auto", "cpu", "cuda"])
-    add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    add(run, "--workers", "DataLoader workers per process (default 0 on CPU; on CUDA the cores per GPU process "
+                          "less one, at most 8)")
     # simulates a kill in tests
     run.add_argument("--stop-after-epochs", type=number(int, min=0), help=argparse.SUPPRESS)
     return p

@@ -128,7 +128,7 @@ class SearchConfig(RunConfig):
     amp: str = "auto"
     seed: int = 0
     device: str = "auto"
-    workers: int | None = None           # None: 0 on CPU, 4 on CUDA
+    workers: int | None = None           # None: 0 on CPU; on CUDA the cores per GPU process, less one
     preset: str | None = None
 
     def check(self) -> None:

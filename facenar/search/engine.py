@@ -25,6 +25,7 @@ from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broa
 from facenar.checkpoint import (capture_rng, load_checkpoint, restore_rng, restoring, save_checkpoint, seed_everything,
                                 to_cpu)
 from facenar.config import format_differences
+from facenar.data import device_input, loader_workers
 from facenar.rundir import RunDir
 from facenar.schedule import describe_lr, lr_scale_factor, set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
@@ -101,7 +102,7 @@ class NarSearch:
         bar = progress(islice(loader, steps), total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
         for i, (images, labels) in enumerate(bar):
             set_lr(self.optimizer, self._lr(self.epoch + i / steps))
-            images = images.to(self.device, non_blocking=True)
+            images = device_input(images, self.device)
             labels = labels.to(self.device, non_blocking=True)
             with self.autocast():
                 features = self.supernet(images, archs[i])
@@ -327,6 +328,5 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
             config = cfg.to_dict()
         config, out = broadcast_object((config, str(out)), ctx)
         cfg = SearchConfig(**config)
-        workers = (4 if ctx.device.type == "cuda" else 0) if cfg.workers is None else cfg.workers
-        engine = NarSearch(cfg, RunDir(out), ctx, workers, data)
+        engine = NarSearch(cfg, RunDir(out), ctx, loader_workers(cfg.workers, ctx.device, cpu_default=0), data)
         return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)

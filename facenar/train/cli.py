@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-every", "steps between train.csv rows", metavar="N")
     add("--max-steps", "stop after N steps (resumable)", metavar="N")
     add("--seed", "")
-    add("--workers", "DataLoader workers per process")
+    add("--workers", "DataLoader workers per process (default 2 on CPU; on CUDA the cores per GPU process less one, "
+                     "at most 8)")
     add("--device", "", choices=["auto", "cpu", "cuda"])
     return p
 

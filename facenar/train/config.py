@@ -108,7 +108,7 @@ class TrainConfig(RunConfig):
     grad_clip: float = 5.0
     augment: str = "flip"
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None           # None: 2 on a CPU; on CUDA the cores per GPU process, less one
     device: str = "auto"
     verify_every: int = 0                # steps; 0 = at the end of every epoch
     verify_batch: int = 256

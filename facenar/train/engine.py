@@ -25,7 +25,7 @@ from facenar.rundir import MetricsCSV, RunDir, read_run_config
 from facenar.schedule import describe_lr, set_lr
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
-from facenar.data import EpochSampler, SeededSamples, make_loader
+from facenar.data import EpochSampler, SeededSamples, device_input, loader_workers, make_loader
 
 LAST, BEST = "last.pt", "best.pt"
 
@@ -54,7 +54,7 @@ class Engine:
         """One SGD step on a local batch; returns the global-batch loss, on the device (reading it would
         wait for the GPU at every step: the caller checks it for NaN/inf only at its log rows and saves)."""
         dev = self.ctx.device
-        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        images, labels = device_input(images, dev), labels.to(dev, non_blocking=True)
         set_lr(self.opt_backbone, lr)
         set_lr(self.opt_head, lr)
         self.backbone.train()
@@ -113,6 +113,7 @@ class _TrainingRun:
             raise UserError(f"{self.data_dir} has {len(dataset)} training images, fewer than one global batch "
                             f"({self.global_batch}); lower --batch-size")
         self.samples = SeededSamples(dataset, cfg.seed)
+        self.workers = loader_workers(cfg.workers, ctx.device, cpu_default=2)
         self.sampler = EpochSampler(len(dataset), ctx.rank, ctx.world_size, cfg.seed)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank and every run
@@ -185,7 +186,7 @@ class _TrainingRun:
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.consumed)
             self.samples.epoch = self.epoch
-            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=cfg.workers,
+            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=self.workers,
                                  drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
