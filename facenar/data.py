@@ -142,7 +142,8 @@ class EpochSampler(Sampler[int]):
 
     Global batch k covers permutation positions [k*B, (k+1)*B) for any world size W, so the
     samples already consumed are a prefix of the permutation: a run can resume mid-epoch, even on
-    a different number of processes.
+    a different number of processes. It yields (epoch, index) keys: SeededSamples seeds from the
+    key's epoch, which reaches persistent workers (their dataset copy was made once, at the start).
     """
 
     def __init__(self, size: int, rank: int, world_size: int, seed: int):
@@ -156,7 +157,7 @@ class EpochSampler(Sampler[int]):
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=gen)[self.start:]
         usable = len(order) - len(order) % self.world_size  # equal shares, so every rank steps alike
-        return iter(order[self.rank:usable:self.world_size].tolist())
+        return iter((self.epoch, index) for index in order[self.rank:usable:self.world_size].tolist())
 
     def __len__(self) -> int:
         return max(0, self.size - self.start) // self.world_size
@@ -175,8 +176,10 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+    def __getitem__(self, key: int | tuple[int, int]):
+        """samples[index] in this object's epoch, or samples[(epoch, index)] (EpochSampler's keys)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
@@ -191,14 +194,16 @@ class SeededSamples(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, shuffle: bool = False,
-                seed: int | None = None, workers: int = 0, drop_last: bool = False, pin_memory: bool = False
-                ) -> DataLoader:
+                seed: int | None = None, workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
+                persistent: bool = False) -> DataLoader:
     """The one DataLoader recipe: its own generator (seeded by `seed`) fixes the shuffle order and the
-    workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG."""
+    workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG.
+    `persistent` keeps the workers between epochs (with an EpochSampler, which hands them the epoch)."""
     generator = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
                       drop_last=drop_last, pin_memory=pin_memory, generator=generator,
-                      worker_init_fn=_one_thread_worker if workers else None)
+                      worker_init_fn=_one_thread_worker if workers else None,
+                      persistent_workers=persistent and workers > 0)
 
 
 def epoch_loader(dataset: Dataset, where: str, batch_size: int, seed: int, epoch: int, ctx, workers: int,

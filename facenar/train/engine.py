@@ -183,11 +183,11 @@ class _TrainingRun:
     def loop(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
         tick = time.perf_counter()
+        # one loader, its workers kept for the whole run: the sampler's keys carry each epoch's order
+        loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=self.workers,
+                             drop_last=True, pin_memory=ctx.device.type == "cuda", persistent=True)
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.consumed)
-            self.samples.epoch = self.epoch
-            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=self.workers,
-                                 drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
                 lr = lr_at(cfg, self._epoch_float()) * self.lr_factor
