@@ -175,7 +175,8 @@ def distributed_job(device: str = "auto"):
     """Join the group (if any) for the block; on an error anywhere, every rank leaves within seconds.
 
     The first rank to fail re-raises (the error boundary prints its one line); a rank that fails later
-    exits with its code and prints nothing; the others are ended by their watcher.
+    (mostly a collective cut short by the first one leaving) exits silently with the first one's code;
+    a rank blocked elsewhere is ended by its watcher, with the same code.
     """
     ctx = init_distributed(device)
     watch = _FailureWatch() if ctx.distributed else None
