@@ -84,12 +84,6 @@ def loader_workers(requested: int | None, device: torch.device, cpu_default: int
     return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
 
 
-def _one_thread_worker(worker_id: int) -> None:
-    """A loader worker decodes one image at a time: cv2's own thread pool would only oversubscribe the
-    cores the other workers and the training use (DataLoader already gives each worker one torch thread)."""
-    cv2.setNumThreads(1)
-
-
 class RecordFaceDataset(Dataset):
     """(uint8 image tensor, label) for every image of an emore folder; labels from its identity records.
 
@@ -200,9 +194,13 @@ def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = 
     workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG.
     `persistent` keeps the workers between epochs (with an EpochSampler, which hands them the epoch)."""
     generator = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
+    if workers:
+        # one cv2 thread per worker: its pool would only oversubscribe the cores the other workers and the
+        # training use (DataLoader gives each worker one torch thread). Set here, before the workers fork,
+        # and inherited: cv2.setNumThreads inside a forked worker can deadlock on the parent's pool lock.
+        cv2.setNumThreads(1)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
                       drop_last=drop_last, pin_memory=pin_memory, generator=generator,
-                      worker_init_fn=_one_thread_worker if workers else None,
                       persistent_workers=persistent and workers > 0)
 
 
