@@ -28,9 +28,10 @@ from data_tools import imagefolder
 from facenar_runtime.cli import run_cli
 from data_tools.demo import identity_images
 from data_tools.emore import EmoreDataset, write_emore, write_property
-from facenar.data import RecordFaceDataset, decode_image, make_loader
+from facenar.data import EpochSampler, RecordFaceDataset, SeededSamples, decode_image, make_loader
 
-COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet", "vs_full_decode", "mean_abs_diff"]
+COLUMNS = ["pipeline", "images", "images_per_s", "spread", "vs_mxnet", "per_worker_vs_decode", "vs_full_decode",
+           "mean_abs_diff"]
 PHOTO_SIZE = (375, 500)  # height, width: a typical ImageNet training photo
 MXNET_PASS = r"""
 import json, sys, time
@@ -94,6 +95,31 @@ def _loader_rate(folder: Path, augment: str, batches: int) -> float:
     for _ in range(batches):
         count += len(next(iterator)[1])
     return count / (time.perf_counter() - start)
+
+
+def _training_loader_rate(folder: Path, workers: int, batches: int) -> float:
+    """images/s of facenar.train's loader (flip, seeded per sample, EpochSampler keys, uint8, persistent)."""
+    samples = SeededSamples(RecordFaceDataset(folder, augment="flip"), seed=0)
+    sampler = EpochSampler(len(samples), 0, 1, seed=0)
+    loader = make_loader(samples, 64, sampler=sampler, workers=workers, drop_last=True, persistent=True)
+    iterator = iter(loader)
+    next(iterator)  # worker start-up is not throughput
+    start = time.perf_counter()
+    count = sum(len(next(iterator)[1]) for _ in range(batches))
+    return count / (time.perf_counter() - start)
+
+
+def training_loader_rows(folder: Path, decode_rate: float, batches: int) -> list[dict]:
+    """The training loader with 0 (in-process), 1 and the default 2 workers; per worker against bare decode."""
+    rows = []
+    for workers in (0, 1, 2):
+        rate = _training_loader_rate(folder, workers, batches)
+        label = "in the training process" if workers == 0 else f"{workers} worker(s)" + (
+            " (the CPU default)" if workers == 2 else "")
+        rows.append({"pipeline": f"training loader, {label}, batch 64, flip", "images": batches * 64,
+                     "images_per_s": round(rate), "spread": "", "vs_mxnet": "",
+                     "per_worker_vs_decode": round(rate / max(workers, 1) / decode_rate, 2)})
+    return rows
 
 
 def photo_jpegs(count: int, height: int, width: int) -> list[np.ndarray]:
@@ -172,6 +198,7 @@ def run(quick: bool = False) -> list[dict]:
             rows.append({"pipeline": f"DataLoader, 2 workers, batch 64, augment={augment}",
                          "images": batches * 64, "images_per_s": round(_loader_rate(folder, augment, batches)),
                          "spread": "", "vs_mxnet": ""})
+        rows += training_loader_rows(folder, ours_rate, batches)
     return rows + imagefolder_decode_rows(quick)
 
 
@@ -185,6 +212,10 @@ def section(rows: list[dict], quick: bool) -> Section:
                         "images/s relative to mx.image.imdecode, which pays NDArray dispatch and a copy per image")
     result.notes.append("DataLoader rows: decode + resize check + augmentation + tensor conversion, "
                         "after worker start-up" + ("; quick mode: fewer images and batches" if quick else ""))
+    result.notes.append("training loader rows: facenar.train's pipeline (per-sample reseeding, decode, flip, uint8 "
+                        "tensors, one cv2 thread per worker); per_worker_vs_decode = images/s per worker (or of the "
+                        "process itself with 0 workers) over the bare read + decode row: what reseeding, "
+                        "augmentation and batching cost; workers compete with each other for this machine's cores")
     result.notes.append("ImageFolder rows (the classification decoder, data_tools.imagefolder.decode_image): "
                         "generated photo-like JPEGs (demo shapes + fine texture, quality 90), decode only, one "
                         "thread, median of interleaved passes; mean_abs_diff = mean |reduced decode - full decode "

@@ -61,12 +61,32 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """HxWx3 uint8 RGB -> the network's 3xHxW input."""
-    return normalize(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+    """HxWx3 uint8 RGB -> 3xHxW uint8: a quarter of float32's bytes through the workers' shared memory,
+    pinning and the copy to the GPU; `device_input` normalises it on the device."""
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def device_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A loader's batch on `device` as the network's input: uint8 batches (the face datasets') are
+    normalised there; float batches (already normalised by their dataset) pass as they are."""
+    images = images.to(device, non_blocking=True)
+    return normalize(images) if images.dtype == torch.uint8 else images
+
+
+def loader_workers(requested: int | None, device: torch.device, cpu_default: int) -> int:
+    """--workers, or by default on CUDA the cores per GPU process less one for the process itself
+    (at most 8; torchrun's LOCAL_WORLD_SIZE processes share the machine); `cpu_default` on a CPU,
+    whose cores the training itself needs."""
+    if requested is not None:
+        return requested
+    if device.type != "cuda":
+        return cpu_default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(8, cores // int(os.environ.get("LOCAL_WORLD_SIZE", "1")) - 1))
 
 
 class RecordFaceDataset(Dataset):
-    """(image tensor, label) for every image of an emore folder; labels from its identity records.
+    """(uint8 image tensor, label) for every image of an emore folder; labels from its identity records.
 
     `source` is the folder or an already-open EmoreDataset (its index and identity records are then
     not parsed a second time).
@@ -88,6 +108,7 @@ class RecordFaceDataset(Dataset):
         return int(self.keys.size)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        """(3xHxW uint8 RGB, label); see to_tensor."""
         key = int(self.keys[index])
         image = decode_image(self.records.read_image(key), f"{self.records.reader.rec_path} key {key}")
         if image.shape[:2] != self.size:
@@ -116,7 +137,8 @@ class EpochSampler(Sampler[int]):
 
     Global batch k covers permutation positions [k*B, (k+1)*B) for any world size W, so the
     samples already consumed are a prefix of the permutation: a run can resume mid-epoch, even on
-    a different number of processes.
+    a different number of processes. It yields (epoch, index) keys: SeededSamples seeds from the
+    key's epoch, which reaches persistent workers (their dataset copy was made once, at the start).
     """
 
     def __init__(self, size: int, rank: int, world_size: int, seed: int):
@@ -130,7 +152,7 @@ class EpochSampler(Sampler[int]):
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
         order = torch.randperm(self.size, generator=gen)[self.start:]
         usable = len(order) - len(order) % self.world_size  # equal shares, so every rank steps alike
-        return iter(order[self.rank:usable:self.world_size].tolist())
+        return iter((self.epoch, index) for index in order[self.rank:usable:self.world_size].tolist())
 
     def __len__(self) -> int:
         return max(0, self.size - self.start) // self.world_size
@@ -149,14 +171,17 @@ class SeededSamples(Dataset):
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, index: int):
-        sample_seed = int(np.random.SeedSequence([self.seed, self.epoch, index]).generate_state(1)[0])
+    def __getitem__(self, key: int | tuple[int, int]):
+        """samples[index] in this object's epoch, or samples[(epoch, index)] (EpochSampler's keys)."""
+        epoch, index = key if isinstance(key, tuple) else (self.epoch, key)
+        sample_seed = int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0])
         py_state, np_state = random.getstate(), np.random.get_state()
         try:
             with torch.random.fork_rng(devices=[]):
                 random.seed(sample_seed)
                 np.random.seed(sample_seed)
-                torch.manual_seed(sample_seed)
+                torch.default_generator.manual_seed(sample_seed)  # the CPU's only: torch.manual_seed would
+                # also reseed every GPU's generator (dropout, Partial FC sampling) with --workers 0
                 return self.dataset[index]
         finally:
             random.setstate(py_state)
@@ -164,13 +189,20 @@ class SeededSamples(Dataset):
 
 
 def make_loader(dataset: Dataset, batch_size: int, *, sampler: Sampler | None = None, shuffle: bool = False,
-                seed: int | None = None, workers: int = 0, drop_last: bool = False, pin_memory: bool = False
-                ) -> DataLoader:
+                seed: int | None = None, workers: int = 0, drop_last: bool = False, pin_memory: bool = False,
+                persistent: bool = False) -> DataLoader:
     """The one DataLoader recipe: its own generator (seeded by `seed`) fixes the shuffle order and the
-    workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG."""
+    workers' seeds, and creating an iterator never draws from the global (checkpointed) RNG.
+    `persistent` keeps the workers between epochs (with an EpochSampler, which hands them the epoch)."""
     generator = torch.Generator() if seed is None else torch.Generator().manual_seed(seed)
+    if workers:
+        # one cv2 thread per worker: its pool would only oversubscribe the cores the other workers and the
+        # training use (DataLoader gives each worker one torch thread). Set here, before the workers fork,
+        # and inherited: cv2.setNumThreads inside a forked worker can deadlock on the parent's pool lock.
+        cv2.setNumThreads(1)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle, num_workers=workers,
-                      drop_last=drop_last, pin_memory=pin_memory, generator=generator)
+                      drop_last=drop_last, pin_memory=pin_memory, generator=generator,
+                      persistent_workers=persistent and workers > 0)
 
 
 def epoch_loader(dataset: Dataset, where: str, batch_size: int, seed: int, epoch: int, ctx, workers: int,
@@ -226,7 +258,7 @@ class ProxyData:
             images, labels = [], []
             for i in progress(range(len(dataset)), total=len(dataset), desc="decode proxy-val"):
                 image, label = dataset[i]
-                images.append(((image * 0.5 + 0.5) * 255).round().to(torch.uint8))  # exact inverse
+                images.append(image)
                 labels.append(label)
             self._val = (torch.stack(images).to(device), torch.tensor(labels, device=device))
         return self._val

@@ -55,3 +55,17 @@ def poly_lr(epoch: float, total_epochs: float, lr_max: float, power: float = 1.0
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+LR_SCALES = ("linear", "none")
+
+
+def lr_scale_factor(rule: str, global_batch: int, reference_batch: int) -> float:
+    """--lr-scale: linear multiplies the whole schedule (peak and floor) by global batch / reference."""
+    return global_batch / reference_batch if rule == "linear" else 1.0
+
+
+def describe_lr(lr: float, lr_min: float, factor: float, rule: str, batch_size: int, world_size: int) -> str:
+    """The run log's learning-rate line: what the schedule really is, and the global batch it serves."""
+    return (f"learning rate: peak {lr * factor:g}, floor {lr_min * factor:g} (--lr {lr:g} x {factor:g}, "
+            f"--lr-scale {rule}); global batch {batch_size * world_size} = {batch_size} x {world_size} process(es)")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import signal
 import subprocess
@@ -207,13 +208,20 @@ def test_torchrun_two_cpu_processes(tiny_proxy, tmp_path):
     """Data-parallel shared-weight training with gloo: rank 0 samples, both ranks step together."""
     run = tmp_path / "ddp"
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             "-m", "facenar.search", *TINY, "--data", str(tiny_proxy), "--out", str(run)],
-                            capture_output=True, text=True, timeout=600)
+                             "-m", "facenar.search", *TINY, "--data", str(tiny_proxy), "--out", str(run),
+                             "--lr-scale", "linear"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert Arch.load(run / "arch.json").num_slots == 8
     rows = list(csv.DictReader(open(run / "search.csv")))
     assert [r["epoch"] for r in rows] == ["1", "2", "3"]
-    assert result.stdout.count("val reward, refined architecture") == 1  # only rank 0 derives
+    assert float(rows[0]["lr"]) == pytest.approx(0.2)  # --lr 0.1 x 2 processes
+    assert result.stdout.count("val reward, refined architecture") == 1  # only rank 0 writes the result
+    log = (run / "run.log").read_text()
+    assert "learning rate: peak 0.2, floor 0.0002 (--lr 0.1 x 2, --lr-scale linear); global batch 48 = 24 x 2" in log
+    assert "= one process with --batch-size 48 and lr x 2: 4 shared-weight steps per epoch" in log
+    # derivation shared out: the distinct candidates (3 sampled, greedy, 3 random, baseline) split over the ranks
+    scored = re.search(r"derive: (\d+) distinct architectures scored on 2 process\(es\), (\d+) on rank 0", log)
+    assert scored and int(scored[2]) == (int(scored[1]) + 1) // 2
 
 
 @pytest.mark.slow
@@ -245,3 +253,15 @@ def test_latency_cost_reward_and_table_mismatch(tiny_proxy, tmp_path):
         main([*TINY, "--data", str(tiny_proxy), "--cost", "latency", "--latency-table", str(path),
               "--target-latency", "10", "--out", str(tmp_path / "r")])
     assert not (tmp_path / "r").exists()
+
+
+def test_cosine_head_runs_in_fp32_under_autocast(tiny_proxy, tmp_path):
+    """bf16 cosines are off by up to 2e-3, +-0.12 on an s=64 logit: the head stays out of autocast."""
+    engine = _engine(tiny_proxy, tmp_path, steps_per_epoch=1)
+    engine.amp_dtype = torch.bfloat16  # the CPU's autocast stands in for CUDA's
+    seen = []
+    engine.head.register_forward_hook(lambda module, inputs, out: seen.append((inputs[0].dtype, out.dtype)))
+    engine._train_shared()
+    images, labels = engine.data.val_batch(8, torch.Generator().manual_seed(0), engine.device)
+    engine.rewards.accuracy([0] * 8, images, labels)
+    assert len(seen) == 2 and set(seen) == {(torch.float32, torch.float32)}

@@ -16,7 +16,7 @@ import torch
 from facenar_runtime.errors import UserError
 from facenar.checkpoint import load_checkpoint
 from facenar.train.cli import main
-from facenar.data import EpochSampler, SeededSamples
+from facenar.data import EpochSampler, SeededSamples, make_loader
 from facenar.train.config import resolve_config
 from facenar.train.engine import TrainStep
 
@@ -92,6 +92,26 @@ def test_seeded_samples_repeat_per_epoch_and_leave_global_rng_alone():
     assert not torch.equal(samples[3][0], first[0])
 
 
+def test_persistent_workers_follow_each_epochs_order():
+    """Workers kept across epochs hold a copy of the dataset made once: the epoch reaches them in the keys."""
+    def epochs(workers: int) -> list[list]:
+        sampler = EpochSampler(10, 0, 1, seed=2)
+        loader = make_loader(SeededSamples(_RandomView(), seed=1), 5, sampler=sampler, workers=workers,
+                             persistent=True)
+        seen = []
+        for epoch in range(2):
+            sampler.set_epoch(epoch)
+            seen.append([(x, y.tolist(), i.tolist()) for x, y, i in loader])
+        return seen
+
+    plain, persistent = epochs(0), epochs(1)
+    assert [[b[2] for b in e] for e in plain] == [[b[2] for b in e] for e in persistent]  # each epoch's order
+    assert all(torch.equal(a[0], b[0]) and a[1] == b[1] for e, f in zip(plain, persistent) for a, b in zip(e, f))
+    assert plain[0][0][2] != plain[1][0][2]
+    first, second = ({i: x[k] for x, _, ids in e for k, i in enumerate(ids)} for e in persistent)
+    assert not any(torch.equal(first[i], second[i]) for i in range(10))  # each epoch's own augmentation
+
+
 def test_training_writes_run_dir_verifies_and_keeps_best(tiny_demo, tmp_path, capsys):
     run = tmp_path / "run"
     _train(tiny_demo, run)
@@ -141,10 +161,10 @@ def test_bad_inputs_are_one_line_errors(tiny_demo, tmp_path, monkeypatch):
 
     def poisoned(self, images, labels, lr):
         calls.append(1)
-        return float("nan") if len(calls) == 2 else real_step(self, images, labels, lr)
+        return torch.tensor(float("nan")) if len(calls) == 2 else real_step(self, images, labels, lr)
 
     monkeypatch.setattr(TrainStep, "step", poisoned)
-    with pytest.raises(UserError, match=r"nan at step 6 .*keeps step 4"):
+    with pytest.raises(UserError, match=r"nan at step 6; .*keeps step 4"):
         main(["--resume", str(run)])
     assert load_checkpoint(run / "last.pt")["step"] == 4
 

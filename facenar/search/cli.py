@@ -73,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(shared, "--t-mult", "SGDR cycle growth")
     add(shared, "--lr", "SGDR peak learning rate (alias --lr-max)", "--lr-max")
     add(shared, "--lr-min", "SGDR floor")
+    add(shared, "--lr-scale", "linear: lr and lr-min x the number of processes (the presets are one-process "
+                              "recipes); none: the same lr for any global batch", choices=["linear", "none"])
     add(shared, "--momentum", "Nesterov momentum")
     add(shared, "--weight-decay", "")
     add(shared, "--batch-size", "per process")
@@ -80,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(shared, "--augment", "", choices=["flip", "strong", "none"])
     add(shared, "--scale", "ArcFace logit scale s (alias --margin-s)", "--margin-s")
     add(shared, "--margin-m2", "ArcFace angular margin (alias --margin-m)", "--margin-m", dest="m2")
-    add(shared, "--amp", "CUDA autocast (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    add(shared, "--amp", "CUDA autocast (auto = bf16 where native, Ampere on; else fp16)",
+        choices=["auto", "bf16", "fp16", "off"])
     ctrl = p.add_argument_group("controller")
     add(ctrl, "--controller-steps", "REINFORCE steps per epoch")
     add(ctrl, "--controller-samples", "architectures per step")
@@ -106,7 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last checkpoint")
     run.add_argument("--force", action="store_true", help="replace a finished run in --out (only a folder facenar wrote)")
     add(run, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
-    add(run, "--workers", "DataLoader workers (default 0 on CPU, 4 on CUDA)")
+    add(run, "--workers", "DataLoader workers per process (default 0 on CPU; on CUDA the cores per GPU process "
+                          "less one, at most 8)")
     add(run, "--compile", "torch.compile each candidate op of the supernet with MODE (alone: default); the path "
                           "choice stays in Python; may change on --resume", nargs="?", const="default",
         choices=COMPILE_MODES, metavar="MODE")

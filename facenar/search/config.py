@@ -12,7 +12,7 @@ from facenar_runtime.cli import number, probability
 from facenar_runtime.errors import UserError
 from facenar.config import DEFAULT_TASK, SHARED_RANGES, RunConfig, preset_key
 from facenar.speed import COMPILE_MODES
-from facenar.schedule import schedule_problem
+from facenar.schedule import schedule_problem, LR_SCALES
 from facenar.space.arch import BACKBONES, GRANULARITIES
 from facenar.registry import Registry
 from facenar.space.ops import PAPER_OPS, space_ops
@@ -41,7 +41,7 @@ RANGES = dict(SHARED_RANGES, pretrain_epochs=number(int, min=0, max=limits.EPOCH
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
                granularity="paper", epochs="paper", pretrain_epochs="ours", t0="paper", t_mult="paper",
-               lr="paper", lr_min="paper", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
+               lr="paper", lr_min="paper", lr_scale="ours", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
                steps_per_epoch="ours", augment="ArcFace", scale="ArcFace", m2="ArcFace", controller_steps="ENAS",
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
@@ -79,6 +79,7 @@ class SearchConfig(RunConfig):
     t_mult: float = 2
     lr: float = 0.1                      # SGDR peak
     lr_min: float = 1e-4
+    lr_scale: str = "none"               # linear: lr and lr_min x the number of processes (global batch / batch)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     batch_size: int = 128
@@ -105,7 +106,7 @@ class SearchConfig(RunConfig):
     amp: str = "auto"
     seed: int = 0
     device: str = "auto"
-    workers: int | None = None           # None: 0 on CPU, 4 on CUDA
+    workers: int | None = None           # None: 0 on CPU; on CUDA the cores per GPU process, less one
     compile: str = "off"                 # torch.compile mode of each candidate op (facenar.speed); off = eager
     preset: str | None = None
 
@@ -123,6 +124,8 @@ class SearchConfig(RunConfig):
         problem = schedule_problem(self.t0, self.t_mult, self.lr, self.lr_min)
         if problem:
             raise UserError(f"--t0/--t-mult/--lr/--lr-min: {problem}")
+        if self.lr_scale not in LR_SCALES:
+            raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
         if self.pretrain_epochs > self.epochs:
             raise UserError(f"--pretrain-epochs {self.pretrain_epochs} exceeds --epochs {self.epochs}")
         if self.reward_bn not in ("batch", "eval"):

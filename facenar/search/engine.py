@@ -22,13 +22,13 @@ from facenar_runtime.cli import progress
 from facenar_runtime.errors import UserError
 from facenar.search.controller import Reinforce, all_finite
 from facenar.speed import op_compiler, warn
-from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
-                          shutdown)
+from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, distributed_job, shard_and_gather)
 from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
                                 restoring, resume_file, save_checkpoint, seed_everything, to_cpu)
 from facenar.config import format_differences
 from facenar.rundir import RunDir, default_run_folder, release_ownership
-from facenar.schedule import set_lr, sgdr_lr
+from facenar.schedule import set_lr, sgdr_lr, describe_lr, lr_scale_factor
+from facenar.data import device_input, loader_workers
 from facenar.search.config import SearchConfig, search_space
 from facenar.search.spaces import make_space
 from facenar.search.reward import RewardModel, latency_model
@@ -65,8 +65,10 @@ class SearchEngine:
         self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        # every rank scores: derivation's candidates are shared out (rank 0 alone runs the controller's steps)
         self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast,
-                                   self.space.template, cfg) if ctx.is_main else None
+                                   self.space.template, cfg)
+        self.lr_factor = lr_scale_factor(cfg.lr_scale, cfg.batch_size * ctx.world_size, cfg.batch_size)
         self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
                                    self.space.slot_name) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
@@ -111,11 +113,12 @@ class SearchEngine:
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, correct, seen
         bar = progress(islice(loader, steps), total=steps, desc=f"epoch {self.epoch + 1}/{cfg.epochs}")
         for i, (images, labels) in enumerate(bar):
-            set_lr(self.optimizer, sgdr_lr(self.epoch + i / steps, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min))
-            images = images.to(self.device, non_blocking=True)
+            set_lr(self.optimizer, self._lr(self.epoch + i / steps))
+            images = device_input(images, self.device)
             labels = labels.to(self.device, non_blocking=True)
             with self.autocast():
-                logits = self.head(self.supernet(images, archs[i])).float()
+                features = self.supernet(images, archs[i])
+            logits = self.head(features.float())  # the cosine head in fp32: bf16 costs +-0.1 on an s=64 logit
             loss = self.loss(logits, labels)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
@@ -137,6 +140,10 @@ class SearchEngine:
         freq = self.space.op_freq(archs)  # per slot (NAR) or layer (ENAS): fraction of minibatches per op
         return {"shared_loss": totals[0].item() / totals[2].item(), "train_acc": totals[1].item() / totals[2].item(),
                 "op_freq": freq, "diversity": sum(any(row[op] > 0 for row in freq) for op in range(len(freq[0])))}
+
+    def _lr(self, epoch: float) -> float:
+        cfg = self.cfg
+        return sgdr_lr(epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min) * self.lr_factor
 
     def _sync_grads(self) -> None:
         """Average the active path's gradients over ranks (inactive branches have none, on every rank)."""
@@ -234,12 +241,16 @@ class SearchEngine:
             self.run_dir.log(f"{self.space.describe()}, {cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); "
                              f"{self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
+            self.run_dir.log(describe_lr(cfg.lr, cfg.lr_min, self.lr_factor, cfg.lr_scale, cfg.batch_size,
+                                         self.ctx.world_size))
+            if self.ctx.distributed:
+                self.run_dir.log(self._equivalence())
         done_here = 0
         while self.epoch < cfg.epochs:
             if stop_after_epochs is not None and done_here >= stop_after_epochs:
                 return None
             started = time.perf_counter()
-            lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min)
+            lr = self._lr(self.epoch)
             with self._stop_when_not_finite():
                 shared = self._train_shared()
                 if self.ctx.is_main:
@@ -263,29 +274,45 @@ class SearchEngine:
                                  f"reward {ctrl['reward_mean']:.4f}/{ctrl['reward_max']:.4f} "
                                  f"entropy {ctrl['entropy']:.3f} ({time.perf_counter() - started:.1f} s)")
             barrier(self.ctx)
-        return self.derive() if self.ctx.is_main else None
+        return self.derive()
+
+    def _equivalence(self) -> str:
+        """What a data-parallel search equals, in the run log: the recipe changes with the process count."""
+        cfg, world = self.cfg, self.ctx.world_size
+        steps = len(self.data.train_loader(cfg.batch_size, cfg.seed, 0, self.ctx, 0, False))
+        steps = min(steps, cfg.steps_per_epoch) if cfg.steps_per_epoch else steps
+        return (f"data-parallel search on {world} processes = one process with --batch-size "
+                f"{cfg.batch_size * world} and lr x {self.lr_factor:g}: {steps} shared-weight steps per epoch, "
+                f"each averaging {world} x {cfg.batch_size} images; the controller's {cfg.controller_steps} steps "
+                f"per epoch run on rank 0 as on one process; derivation's candidates are shared out")
 
     def derive(self):
-        """Score K sampled + the greedy architecture on the whole val split; save the best (Arch/MacroArch)."""
+        """Score K sampled + the greedy architecture on the whole val split; save the best (Arch/MacroArch).
+
+        Collective: rank 0 draws the candidates (its controller is the trained one), every rank scores
+        its share of the distinct ones, and rank 0 writes the result.
+        """
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(cfg.seed + 3)
-        with torch.no_grad():
-            sampled = self.controller.sample(cfg.derive_samples, gen).codes if cfg.derive_samples else []
-        greedy = self.controller.greedy()
-        cache: dict[tuple, float] = {}
-        for codes in progress(sampled + [greedy], total=len(sampled) + 1, desc="derive"):
-            if tuple(codes) not in cache:
-                cache[tuple(codes)] = self.rewards.full(codes)
-        scored = [(cache[tuple(codes)], codes) for codes in sampled + [greedy]]
+        drawn = None
+        if self.ctx.is_main:
+            gen = torch.Generator().manual_seed(cfg.seed + 3)
+            with torch.no_grad():
+                sampled = self.controller.sample(cfg.derive_samples, gen).codes if cfg.derive_samples else []
+            greedy = self.controller.greedy()
+            drawn = (sampled, greedy, self.space.random_codes(cfg.random_samples, gen), self.space.baseline_codes())
+        sampled, greedy, random_codes, baseline = broadcast_object(drawn, self.ctx)
+        accuracy = self._score_distinct(sampled + [greedy] + random_codes + ([baseline] if baseline else []))
+        if not self.ctx.is_main:
+            return None
+        full = {codes: self.rewards.shape(acc, codes) for codes, acc in accuracy.items()}
+        scored = [(full[tuple(codes)], codes) for codes in sampled + [greedy]]
         reward, codes = max(scored, key=lambda item: item[0])  # first best on ties
-        random_codes = self.space.random_codes(cfg.random_samples, gen)
-        random_rewards = [self.rewards.full(c) for c in random_codes]
-        baseline = self.space.baseline_codes()
-        summary = {"reward": reward, "accuracy": self.rewards.accuracy_full(codes) if self.rewards.target else reward,
+        random_rewards = [full[tuple(c)] for c in random_codes]
+        summary = {"reward": reward, "accuracy": accuracy[tuple(codes)],
                    "greedy_reward": scored[-1][0], "greedy_codes": greedy,
                    "random_count": len(random_rewards),
                    "random_mean_reward": sum(random_rewards) / len(random_rewards) if random_rewards else None,
-                   "baseline_reward": self.rewards.full(baseline) if baseline else None}
+                   "baseline_reward": full[tuple(baseline)] if baseline else None}
         search = {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed, "epochs": cfg.epochs,
                   "pretrain_epochs": cfg.pretrain_epochs, "derive_samples": cfg.derive_samples, "cost": cfg.cost,
                   "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}
@@ -299,31 +326,39 @@ class SearchEngine:
         self.record.close()
         return arch
 
+    def _score_distinct(self, candidates: list) -> dict[tuple, float]:
+        """Whole-val accuracy of each distinct architecture, scored once, on one rank (shared out)."""
+        distinct = list(dict.fromkeys(tuple(codes) for codes in candidates))
+        bar = (lambda share: progress(share, total=len(share), desc="derive")) if self.ctx.is_main else None
+        scores = shard_and_gather(distinct, self.rewards.accuracy_full, self.ctx, progress=bar)
+        if self.ctx.is_main:
+            self.run_dir.log(f"derive: {len(distinct)} distinct architectures scored on {self.ctx.world_size} "
+                             f"process(es), {len(distinct[::self.ctx.world_size])} on rank 0", echo=False)
+        return dict(zip(distinct, scores))
+
 
 def run_search(cfg: SearchConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
                stop_after_epochs: int | None = None):
     """Search with a resolved config (the CLI resolves it, as for training): join torchrun's group (if any),
     check the inputs and open the run directory on rank 0 (`out` None: runs/search-<time>), search."""
-    ctx = init_distributed(cfg.device)
-    try:
+    with distributed_job(cfg.device) as ctx:
         config, data = None, None
         out = out or broadcast_object(default_run_folder("search"), ctx)
-        if ctx.is_main:
-            data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
-            data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
-            if cfg.cost == "latency":
-                latency_model(cfg.latency_table, search_space(cfg))
-            if resume:
-                RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
-            else:
-                RunDir.check(out, force, inputs={"--data": cfg.data, "--latency-table": cfg.latency_table})
-                RunDir.create(out, cfg.to_dict(), force=force)  # --force: the previous run there is replaced
-            config = cfg.to_dict()
-        config, out = broadcast_object((config, str(out)), ctx)
-        cfg = SearchConfig(**config)
-        workers = (4 if ctx.device.type == "cuda" else 0) if cfg.workers is None else cfg.workers
-        engine = SearchEngine(cfg, RunDir(out), ctx, workers, data)
-        return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
-    finally:
-        release_ownership(out)
-        shutdown(ctx)
+        try:
+            if ctx.is_main:
+                data = get_task(cfg.task).search_data(cfg)  # bad input fails before any write
+                data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
+                if cfg.cost == "latency":
+                    latency_model(cfg.latency_table, search_space(cfg))
+                if resume:
+                    RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
+                else:
+                    RunDir.check(out, force, inputs={"--data": cfg.data, "--latency-table": cfg.latency_table})
+                    RunDir.create(out, cfg.to_dict(), force=force)  # --force: the previous run there is replaced
+                config = cfg.to_dict()
+            config, out = broadcast_object((config, str(out)), ctx)
+            cfg = SearchConfig(**config)
+            engine = SearchEngine(cfg, RunDir(out), ctx, loader_workers(cfg.workers, ctx.device, cpu_default=0), data)
+            return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
+        finally:
+            release_ownership(out)

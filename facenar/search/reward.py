@@ -76,7 +76,8 @@ class RewardModel:
             for chunk in torch.arange(len(labels), device=labels.device).tensor_split(
                     math.ceil(len(labels) / EVAL_CHUNK)):  # near-equal chunks: no tiny last batch
                 with self.autocast():
-                    logits = head(net(self.data.to_input(images[chunk]), list(codes)))
+                    features = net(self.data.to_input(images[chunk]), list(codes))
+                logits = head(features.float())  # fp32: the cosine head needs it (see the engine)
                 correct += self.correct(logits, labels[chunk])
         finally:
             for buf, value in zip(net.buffers(), saved):

@@ -78,7 +78,8 @@ def measure_latency(backbone: str, candidates: Sequence[str] = PAPER_OPS, width:
         raise UserError("the onnxruntime backend measures on the CPU; drop --device")
     base = Arch.baseline(backbone, candidates=candidates, width=width, input_size=input_size,
                          embedding_size=embedding_size, granularity=granularity)
-    sync = torch.cuda.synchronize if str(device).startswith("cuda") else (lambda: None)
+    # the measured device's queue (torch.cuda.synchronize() alone waits for the current device, not cuda:1)
+    sync = (lambda: torch.cuda.synchronize(device)) if str(device).startswith("cuda") else (lambda: None)
     timed = sorted(set(candidates) | {"conv3x3"})
     cache: dict[tuple, float] = {}
     slots: dict[str, dict[str, float]] = {}

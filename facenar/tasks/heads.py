@@ -68,11 +68,14 @@ class MarginSoftmax(nn.Module):
         return torch.where(cosine > self.cos_turn, margin, beyond) - self.m3
 
     def forward(self, cosine: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        rows = torch.nonzero(labels != -1, as_tuple=True)[0]
-        cols = labels[rows]
+        # every row gets a (clamped) column, kept only where it has a label: shapes never depend on the
+        # data, so no step waits for the GPU to count the labelled rows
+        rows = torch.arange(cosine.shape[0], device=cosine.device)
+        cols = labels.clamp_min(0)
         if cosine.dtype not in (torch.float32, torch.float64):
             cosine = cosine.float()  # margins need more precision than fp16/bf16 under AMP
-        logits = cosine.index_put((rows, cols), self.target_logit(cosine[rows, cols]))
+        target = cosine[rows, cols]
+        logits = cosine.index_put((rows, cols), torch.where(labels != -1, self.target_logit(target), target))
         return logits * self.s
 
     def extra_repr(self) -> str:

@@ -77,15 +77,15 @@ class _ShardedCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, logits: torch.Tensor, labels: torch.Tensor, distributed: bool):
-        rows = torch.arange(logits.shape[0], device=logits.device)
-        owned = labels >= 0
+        owned = labels >= 0  # (fixed shapes below, no boolean-mask indexing: no wait for the GPU)
         row_max = logits.max(dim=1).values
         if distributed:
             torch_dist.all_reduce(row_max, op=torch_dist.ReduceOp.MAX)
         exp = torch.exp(logits - row_max[:, None])
         sums = torch.zeros(2, logits.shape[0], dtype=logits.dtype, device=logits.device)
         sums[0] = exp.sum(dim=1)
-        sums[1, owned] = logits[rows[owned], labels[owned]]  # the target logit, from its owner
+        target = logits.gather(1, labels.clamp_min(0)[:, None]).squeeze(1)
+        sums[1] = torch.where(owned, target, torch.zeros_like(target))  # the target logit, from its owner
         if distributed:
             torch_dist.all_reduce(sums, op=torch_dist.ReduceOp.SUM)
         sum_exp, target = sums
@@ -98,9 +98,7 @@ class _ShardedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_loss: torch.Tensor):
         prob, labels = ctx.saved_tensors
         grad = prob.clone()
-        owned = labels >= 0
-        rows = torch.arange(grad.shape[0], device=grad.device)
-        grad[rows[owned], labels[owned]] -= 1.0
+        grad.scatter_add_(1, labels.clamp_min(0)[:, None], -(labels >= 0).to(grad.dtype)[:, None])
         grad.mul_(grad_loss / grad.shape[0])
         return grad, None, None
 
@@ -145,11 +143,16 @@ class PartialFC(nn.Module):
         return _ShardedCrossEntropy.apply(logits, local, self.distributed)
 
     def _sample(self, local: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keep every positive centre of the batch plus random negatives, about sample_rate of the shard."""
-        positives = torch.unique(local[local >= 0], sorted=True)
-        keep = max(int(self.sample_rate * self.num_local), positives.numel(), 1)
+        """Keep every positive centre of the batch plus random negatives, about sample_rate of the shard.
+
+        The kept count is fixed by the batch size, not by how many positives this batch has (at most
+        one per row), so no step waits for the GPU to count them.
+        """
+        keep = min(self.num_local, max(int(self.sample_rate * self.num_local), local.numel(), 1))
+        hits = torch.zeros(self.num_local, device=self.weight.device)
+        hits.scatter_add_(0, local.clamp_min(0), (local >= 0).to(hits.dtype))
         score = torch.rand(self.num_local, device=self.weight.device)
-        score[positives] = 2.0  # above any random score: positives always survive top-k
+        score = torch.where(hits > 0, 2.0, score)  # above any random score: positives always survive top-k
         index = torch.sort(torch.topk(score, k=keep).indices).values
         remapped = torch.searchsorted(index, local.clamp_min(0))
         remapped = torch.where(local >= 0, remapped, local)

@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--width", "channel multiplier override (CPU-sized runs)")
     add("--input-size", "input size override; images are resized")
     add("--sample-rate", "Partial FC negative-class sampling rate")
-    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16)", choices=["auto", "bf16", "fp16", "off"])
+    add("--amp", "CUDA autocast, ignored on CPU (auto = bf16 where native, Ampere on; else fp16)",
+        choices=["auto", "bf16", "fp16", "off"])
     p.add_argument("--fp16", dest="amp", action="store_const", const="fp16", help="alias of --amp fp16")
     add("--grad-clip", "backbone gradient norm clip, 0 = off")
     add("--augment", "", choices=["flip", "strong", "none"])
@@ -70,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--log-every", "steps between train.csv rows", metavar="N")
     add("--max-steps", "stop after N steps (resumable)", metavar="N")
     add("--seed", "")
-    add("--workers", "DataLoader workers per process")
+    add("--workers", "DataLoader workers per process (default 2 on CPU; on CUDA the cores per GPU process less one, "
+                     "at most 8)")
     add("--device", "auto, cpu, cuda or cuda:N", type=device_option)
     add("--compile", "torch.compile network + head with this mode (alone: default); may change on --resume",
         nargs="?", const="default", choices=COMPILE_MODES, metavar="MODE")

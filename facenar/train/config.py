@@ -15,7 +15,7 @@ from facenar.tasks.base import TASKS, check_task_options, task_presets
 from facenar_runtime import limits
 from facenar.tasks.face import DEFAULT_BENCHES
 from facenar.tasks.heads import MarginSoftmax
-from facenar.schedule import poly_lr, schedule_problem, sgdr_lr
+from facenar.schedule import poly_lr, schedule_problem, sgdr_lr, LR_SCALES, lr_scale_factor
 from facenar.speed import COMPILE_MODES
 
 # (m1, m2, m3) of the combined margin cos(m1*theta + m2) - m3 for each --margin kind
@@ -79,7 +79,7 @@ class TrainConfig(RunConfig):
     grad_clip: float = 5.0
     augment: str = "flip"
     seed: int = 0
-    workers: int = 2
+    workers: int | None = None           # None: 2 on a CPU; on CUDA the cores per GPU process, less one
     device: str = "auto"
     verify_every: int = 0                # steps; 0 = at the end of every epoch
     verify_batch: int = 256
@@ -118,7 +118,7 @@ class TrainConfig(RunConfig):
             raise UserError(f"--margin must be one of {', '.join(MARGINS)}, got {self.margin!r}")
         if self.schedule not in ("sgdr", "poly"):
             raise UserError(f"--schedule must be sgdr or poly, got {self.schedule!r}")
-        if self.lr_scale not in ("linear", "none"):
+        if self.lr_scale not in LR_SCALES:
             raise UserError(f"--lr-scale must be linear or none, got {self.lr_scale!r}")
         repeated = sorted({name for name in self.benches if self.benches.count(name) > 1})
         if repeated:
@@ -165,7 +165,7 @@ def resolve_config(explicit: dict, preset: str | None = None, stored: dict | Non
 
 def lr_factor(cfg: TrainConfig, global_batch: int) -> float:
     """What --lr-scale multiplies the whole schedule by (both SGDR and poly are linear in the lrs)."""
-    return global_batch / REFERENCE_BATCH if cfg.lr_scale == "linear" else 1.0
+    return lr_scale_factor(cfg.lr_scale, global_batch, REFERENCE_BATCH)
 
 
 def resolve_arch(cfg: TrainConfig) -> Arch:

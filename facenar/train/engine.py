@@ -9,7 +9,6 @@ themselves, so its figures are optimistic: the summary's headline is last.pt's.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -23,13 +22,13 @@ from facenar.space.networks import build_child
 from facenar.checkpoint import (BEST, LAST, gather_rng, load_checkpoint, restore_rng, restoring, save_model,
                                 seed_everything)
 from facenar.config import format_differences
-from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, init_distributed, shutdown
+from facenar.dist import DistContext, amp_dtype, barrier, broadcast_object, distributed_job
 from facenar.rundir import MetricsCSV, RunDir, default_run_folder, read_run_config, release_ownership
-from facenar.schedule import set_lr
+from facenar.schedule import set_lr, describe_lr
 from facenar.speed import Compiled, channels_last_input, to_channels_last
 from facenar.tasks import get_task
 from facenar.train.config import TrainConfig, lr_at, lr_factor, resolve_arch
-from facenar.data import EpochSampler, SeededSamples, make_loader
+from facenar.data import EpochSampler, SeededSamples, device_input, loader_workers, make_loader
 
 
 class TrainStep:
@@ -61,17 +60,16 @@ class TrainStep:
                              "off" if ctx.distributed else cfg.compile, ctx.device, "network and head", training=True)
         self.compiled = net if ctx.distributed else self.loss
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> float:
-        """One SGD step on a local batch; returns the global-batch loss (NaN/inf: nothing is updated)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, lr: float) -> torch.Tensor:
+        """One SGD step on a local batch; returns the global-batch loss, on the device (reading it would
+        wait for the GPU at every step: the caller checks it for NaN/inf only at its log rows and saves)."""
         dev = self.ctx.device
-        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        images, labels = device_input(images, dev), labels.to(dev, non_blocking=True)
         images = channels_last_input(images, self.channels_last)
         set_lr(self.opt_backbone, lr)
         set_lr(self.opt_head, lr)
         self.backbone.train()
-        value = self.compiled.attempt(lambda: self._forward_backward(images, labels), undo=self._zero_grad)
-        if not math.isfinite(value):
-            return value
+        loss = self.compiled.attempt(lambda: self._forward_backward(images, labels), undo=self._zero_grad)
         if self.grad_clip > 0:
             self.scaler.unscale_(self.opt_backbone)
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.grad_clip)
@@ -79,14 +77,12 @@ class TrainStep:
         self.scaler.step(self.opt_head)
         self.scaler.update()
         self._zero_grad()
-        return value
+        return loss
 
-    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> float:
+    def _forward_backward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         loss = self.loss(images, labels)
-        value = loss.item()
-        if math.isfinite(value):
-            self.scaler.scale(loss).backward()
-        return value
+        self.scaler.scale(loss).backward()
+        return loss.detach()
 
     def _zero_grad(self) -> None:
         self.opt_backbone.zero_grad(set_to_none=True)
@@ -124,16 +120,13 @@ class _Loss(torch.nn.Module):
 
 def train(cfg: TrainConfig, out: str | Path | None = None, resume: bool = False, force: bool = False) -> dict:
     """Train (or resume, when `resume`: `out` is the run directory) and return a summary dict."""
-    ctx = init_distributed(cfg.device)
-    run_path = None
-    try:
+    with distributed_job(cfg.device) as ctx:
         # rank 0's clock names the default run directory, so every rank writes to the same one
         run_path = Path(out) if out else broadcast_object(default_run_folder("train"), ctx)
-        return TrainEngine(cfg, ctx, run_path, resume, force).loop()
-    finally:
-        if run_path is not None:
+        try:
+            return TrainEngine(cfg, ctx, run_path, resume, force).loop()
+        finally:
             release_ownership(run_path)
-        shutdown(ctx)
 
 
 class TrainEngine:
@@ -153,6 +146,7 @@ class TrainEngine:
             raise UserError(f"{self.data_dir} has {len(dataset)} training images, fewer than one global batch "
                             f"({self.global_batch}); lower --batch-size")
         self.samples = SeededSamples(dataset, cfg.seed)
+        self.workers = loader_workers(cfg.workers, ctx.device, cpu_default=2)
         self.sampler = EpochSampler(len(dataset), ctx.rank, ctx.world_size, cfg.seed)
 
         seed_everything(cfg.seed)  # identical initial weights on every rank and every run
@@ -161,7 +155,8 @@ class TrainEngine:
         self.engine = TrainStep(backbone, head.to(ctx.device), cfg, ctx)
         self.step = self.epoch = self.consumed = 0
         self.best, self.best_step, self.verify_step, self.last_figures = -1.0, None, None, None
-        self.pending = [0.0, 0]  # loss sum and steps since the last train.csv row
+        self.pending = [0.0, 0]  # loss sum (a device tensor once stepping) and steps since the last train.csv row
+        self.bad_step = self.bad_loss = torch.tensor(-1.0, device=ctx.device)  # the first non-finite loss
         self.done_at: dict[str, int] = {}  # step of the latest "last" checkpoint and verification
         self.last_results: dict | None = None
         self.evaluation = task.evaluation(cfg, self.data_dir)
@@ -221,26 +216,23 @@ class TrainEngine:
                      f"{images} images / {classes} classes from {self.data_dir}: {cfg.epochs} epochs x "
                      f"{self.steps_per_epoch} steps, global batch {self.global_batch} on {ctx.world_size} "
                      f"process(es), {ctx.device}; run dir {self.run.path}")
-        self.run.log(f"learning rate: peak {cfg.lr * self.lr_factor:g}, floor {cfg.lr_min * self.lr_factor:g} "
-                     f"(--lr {cfg.lr:g} x {self.lr_factor:g}, --lr-scale {cfg.lr_scale}); global batch "
-                     f"{self.global_batch} = {cfg.batch_size} x {ctx.world_size} process(es)")
+        self.run.log(describe_lr(cfg.lr, cfg.lr_min, self.lr_factor, cfg.lr_scale, cfg.batch_size, ctx.world_size))
 
     def loop(self) -> dict:
         cfg, ctx = self.cfg, self.ctx
         tick = time.perf_counter()
+        # one loader, its workers kept for the whole run: the sampler's keys carry each epoch's order
+        loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=self.workers,
+                             drop_last=True, pin_memory=ctx.device.type == "cuda", persistent=True)
         while self.epoch < cfg.epochs:
             self.sampler.set_epoch(self.epoch, start=self.consumed)
-            self.samples.epoch = self.epoch
-            loader = make_loader(self.samples, cfg.batch_size, sampler=self.sampler, workers=cfg.workers,
-                                 drop_last=True, pin_memory=ctx.device.type == "cuda")
             batches = len(loader)
             for index, (images, labels) in enumerate(epoch_progress(loader, ctx, self.epoch)):
                 lr = lr_at(cfg, self._epoch_float()) * self.lr_factor
                 loss = self.engine.step(images, labels, lr)
-                if not math.isfinite(loss):
-                    raise UserError(f"loss became {loss} at step {self.step + 1} (epoch {self.epoch + 1}); "
-                                    f"stopped without saving it: {self.run.path}/{LAST} keeps step "
-                                    f"{self.done_at.get('last', 'none')}; lower --lr or check the data")
+                first_bad = ~torch.isfinite(loss) & (self.bad_step < 0)
+                self.bad_step = torch.where(first_bad, self.step + 1, self.bad_step)
+                self.bad_loss = torch.where(first_bad, loss, self.bad_loss)
                 self.step += 1
                 self.consumed += self.global_batch
                 epoch_done = index == batches - 1
@@ -248,9 +240,11 @@ class TrainEngine:
                     self.epoch, self.consumed = self.epoch + 1, 0
                 self.pending = [self.pending[0] + loss, self.pending[1] + 1]
                 if self.step % cfg.log_every == 0:
+                    self._check_loss()
                     if ctx.is_main:
                         rate = self.pending[1] * self.global_batch / max(time.perf_counter() - tick, 1e-9)
-                        self._record({"lr": lr, "loss": self.pending[0] / self.pending[1], "images_per_s": rate})
+                        self._record({"lr": lr, "loss": float(self.pending[0]) / self.pending[1],
+                                      "images_per_s": rate})
                     self.pending, tick = [0.0, 0], time.perf_counter()
                 stop = cfg.max_steps is not None and self.step >= cfg.max_steps
                 every = cfg.verify_every > 0 and self.step % cfg.verify_every == 0
@@ -265,6 +259,14 @@ class TrainEngine:
         self._events(verify=True, last=True)  # no-ops unless the last epoch had no batch left
         return self._summary(stopped=False)
 
+    def _check_loss(self) -> None:
+        """Stop on a NaN/inf loss before anything is logged or saved (the one read of the loss: a sync)."""
+        step = int(self.bad_step)
+        if step >= 0:
+            raise UserError(f"loss became {float(self.bad_loss)} at step {step}; stopped without saving it: "
+                            f"{self.run.path}/{LAST} keeps step {self.done_at.get('last', 'none')}; lower --lr "
+                            "or check the data")
+
     def _epoch_float(self) -> float:
         return self.epoch + self.consumed / (self.steps_per_epoch * self.global_batch)
 
@@ -274,6 +276,7 @@ class TrainEngine:
         last = last and self.done_at.get("last") != self.step
         if not (verify or last):
             return
+        self._check_loss()
         extra = self._extra()
         if self.ctx.is_main:
             if verify:
@@ -299,7 +302,7 @@ class TrainEngine:
         if not self.ctx.is_main:
             return None
         return {**state, "step": self.step, "epoch": self.epoch, "consumed": self.consumed, "rng": rng,
-                "pending_loss": list(self.pending),
+                "pending_loss": [float(self.pending[0]), self.pending[1]],
                 "config": self.config, "world_size": self.ctx.world_size}
 
     def _verify(self) -> tuple[dict, float]:
@@ -318,6 +321,7 @@ class TrainEngine:
         self.metrics.append({"step": self.step, "epoch": round(self._epoch_float(), 4), **values})
 
     def _summary(self, stopped: bool) -> dict:
+        self._check_loss()
         self.metrics.close()
         summary = {"run_dir": str(self.run.path), "step": self.step, "epoch": self._epoch_float(), "stopped": stopped,
                    "best_mean_acc": self.best if self.best >= 0 else None, "best_step": self.best_step,

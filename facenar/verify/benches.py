@@ -176,6 +176,8 @@ def load_embedder(model_path: str | Path, device: str, compile: str = "off", cha
         return OnnxEmbedder(path, device=device)
     from facenar.checkpoint import load_model
 
-    model, arch, _ = load_model(path, map_location=device)
-    return TorchEmbedder(model.float().eval(), device=device, input_size=arch.input_size, compile=compile,
+    # loaded on the CPU: a training checkpoint also holds Partial FC's centres and momentum, which would
+    # otherwise all land on the GPU; only the network moves there
+    model, arch, _ = load_model(path, map_location="cpu")
+    return TorchEmbedder(model.float().eval().to(device), device=device, input_size=arch.input_size, compile=compile,
                          channels_last=channels_last)
