@@ -6,9 +6,11 @@ so the resumed record equals an uninterrupted one.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 import sys
 from datetime import datetime, timezone
@@ -23,6 +25,7 @@ from data_tools.textinput import read_text
 CONFIG_NAME = "config.json"
 LOG_NAME = "run.log"
 TENSORBOARD_DIR = "tensorboard"
+OWNER_NAME = "owner.pid"  # the process writing the run right now; a killed run leaves a dead pid behind
 
 
 class RunDir:
@@ -75,6 +78,34 @@ class RunDir:
             handle.write(f"{stamp} {message}\n")
         if echo:
             print(message, file=sys.stderr, flush=True)
+
+
+@contextlib.contextmanager
+def owning(path: str | Path):
+    """Mark the run folder as being written by this process for the duration (what `run_owner` reads)."""
+    owner = Path(path) / OWNER_NAME
+    write_text_atomic(owner, f"{os.getpid()}\n")
+    try:
+        yield
+    finally:
+        owner.unlink(missing_ok=True)
+
+
+def run_owner(path: str | Path) -> int | None:
+    """The pid of a live process still writing this run folder, else None (finished, or killed)."""
+    try:
+        pid = int((Path(path) / OWNER_NAME).read_text().strip())
+    except (OSError, ValueError):
+        return None
+    if pid == os.getpid():
+        return pid
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # exists, owned by another user
+        return pid
+    return pid
 
 
 def _unfinished(path: Path) -> bool:

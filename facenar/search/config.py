@@ -24,7 +24,7 @@ PRESETS: dict[str, dict] = {
     "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
                  pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, scale=16.0,
                  m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
-                 derive_samples=20, random_samples=20),
+                 derive_samples=20, random_samples=20, population=20, tournament=5, evolution_cycles=150),
 }
 # Classification presets (--task cifar10 / imagenet; "paper" = the face defaults where this table is silent).
 # cifar10 demo: a width-0.25 ResNet-18 on the demo CIFAR; from the measured 16.8 ms/image training and 5.7 ms/image
@@ -34,13 +34,15 @@ TASK_PRESETS: dict[str, dict[str, dict]] = {
         "paper": dict(backbone="resnet18", width=1.0, input_size=32, embedding_size=512),
         "demo": dict(backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=4, pretrain_epochs=1,
                      t0=4, t_mult=1, batch_size=64, steps_per_epoch=30, controller_steps=10, controller_samples=8,
-                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10),
+                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10, population=16,
+                     tournament=4, evolution_cycles=80),
     },
     "imagenet": {
         "paper": dict(backbone="resnet18", width=1.0, input_size=224, embedding_size=512),
         "demo": dict(backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2, pretrain_epochs=1,
                      t0=2, t_mult=1, batch_size=16, controller_steps=3, controller_samples=4, controller_lr=5e-3,
-                     val_batch=20, derive_samples=4, random_samples=4),
+                     val_batch=20, derive_samples=4, random_samples=4, population=8, tournament=3,
+                     evolution_cycles=12),
     },
 }
 PRESETS.update(task_presets(TASK_PRESETS))
@@ -59,7 +61,9 @@ RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUN
               val_batch=_COUNT, derive_samples=_COUNT0, random_samples=_COUNT0, target_macs=number(float, gt=0),
               target_latency=number(float, gt=0), cost_weight=number(float, lt=0), seed=_COUNT0, workers=_COUNT0,
               layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
-              skip_target=number(float, gt=0, lt=1))
+              skip_target=number(float, gt=0, lt=1), max_macs=number(float, gt=0), max_params=number(float, gt=0),
+              max_latency_ms=number(float, gt=0), population=number(int, min=2), tournament=_COUNT,
+              evolution_cycles=_COUNT)
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
@@ -69,7 +73,8 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
                random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
-               skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               skip_target="ENAS", strategy="paper", population="Real et al. 2019", tournament="Real et al. 2019",
+               evolution_cycles="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
                workers="ours")
 
 
@@ -108,6 +113,10 @@ class SearchConfig(RunConfig):
     augment: str = "flip"
     scale: float = 64.0                  # ArcFace logit scale s
     m2: float = 0.5                      # ArcFace angular margin
+    strategy: str = "enas"               # facenar.search.strategies: enas | random | evolution
+    population: int = 100                # evolution: population size P (Real et al.'s AmoebaNet search)
+    tournament: int = 25                 # evolution: sample size S of each tournament (ibid.)
+    evolution_cycles: int = 1000         # evolution: cycles per epoch = enas's 50 x 20 reward evaluations
     controller_steps: int = 50
     controller_samples: int = 20
     controller_lr: float = 1e-3
@@ -124,6 +133,9 @@ class SearchConfig(RunConfig):
     target_latency: float | None = None
     latency_table: str | None = None
     cost_weight: float = -0.5
+    max_macs: float | None = None        # hard budgets (facenar.search.budget)
+    max_params: float | None = None
+    max_latency_ms: float | None = None  # needs --latency-table
     amp: str = "auto"
     seed: int = 0
     device: str = "auto"
@@ -148,8 +160,17 @@ class SearchConfig(RunConfig):
             raise UserError(f"--reward-bn must be batch or eval, got {self.reward_bn!r}")
         if self.cost == "latency" and not (self.latency_table and self.target_latency):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
-        if self.cost == "macs" and (self.target_latency or self.latency_table):
-            raise UserError("--target-latency / --latency-table need --cost latency")
+        if self.cost == "macs" and (self.target_latency or (self.latency_table and not self.max_latency_ms)):
+            raise UserError("--target-latency / --latency-table need --cost latency (or --max-latency-ms)")
+        if self.max_latency_ms and not self.latency_table:
+            raise UserError("--max-latency-ms needs --latency-table FILE (per-operator times on your runtime: "
+                            "python -m facenar.arch latency --out FILE)")
+        from facenar.search.strategies import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy == "evolution" and self.tournament > self.population:
+            raise UserError(f"--tournament {self.tournament} exceeds --population {self.population}")
         if self.space not in ("nar", "enas"):
             raise UserError(f"--space must be nar or enas, got {self.space!r}")
         if self.space == "enas":
@@ -159,8 +180,8 @@ class SearchConfig(RunConfig):
         if self.channels % 2:
             raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
                             f"two), got {self.channels}")
-        if self.target_macs or self.cost == "latency":
-            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
+        if self.target_macs or self.cost == "latency" or self.max_latency_ms:
+            raise UserError("--target-macs / --cost latency / --max-latency-ms work only with --space nar")
 
 
 def search_space(cfg: SearchConfig):
@@ -186,6 +207,23 @@ def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
     return cfg
 
 
+def check_strategy_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    """Refuse options that only another search strategy reads (they would silently do nothing)."""
+    from facenar.search.strategies import STRATEGIES
+
+    mine = set(STRATEGIES.get(cfg.strategy).OPTIONS)
+    for name in STRATEGIES:
+        given = [cfg.flag(key) for key in STRATEGIES.get(name).OPTIONS if key in explicit and key not in mine]
+        if given:
+            raise UserError(f"{', '.join(given)}: only for --strategy {name}, but this search uses --strategy "
+                            f"{cfg.strategy}; drop the option or pass --strategy {name}")
+    return cfg
+
+
+def check_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    return check_strategy_options(explicit, check_space_options(explicit, cfg))
+
+
 def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     """RunConfig.resolve, plus the search's own rule: without --data, the demo proxy and demo preset."""
     if explicit.get("data"):
@@ -196,7 +234,7 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
 
         stored = read_run_config(resume)
         check_task_options(explicit.get("task") or stored.get("task", "face"), explicit, FACE_ONLY)
-        return check_space_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
+        return check_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
     task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", "face")
     check_task_options(task, explicit, FACE_ONLY)
     if not preset and not explicit.get("data"):
@@ -215,4 +253,4 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         explicit["data"] = str(Path(ensure_demo_proxy()).resolve())
     elif not explicit.get("data"):
         explicit["data"] = str(Path(get_task(task).default_data()).resolve())
-    return check_space_options(explicit, SearchConfig.resolve(explicit, preset))
+    return check_options(explicit, SearchConfig.resolve(explicit, preset))

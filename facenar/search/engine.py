@@ -2,9 +2,11 @@
 
 The search space (NAR's iresnet slots or ENAS's macro space) comes from facenar.search.spaces.
 
-One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
-PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by the
-task's metric on its val split (facenar.tasks supplies data, head, loss and metric). Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
+One epoch = one pass of shared-weight SGD (one architecture per minibatch, proposed by the search
+strategy: facenar.search.strategies), then the strategy learns from rewards = the task's metric on
+its val split (facenar.tasks supplies data, head, loss and metric). Derivation scores the strategy's
+candidates on the whole val split, keeps the best within the budget and writes the Pareto front.
+Everything that decides the outcome (weights, optimizers, the strategy's state, every RNG) is saved
 at each epoch's end, and data order is a function of (seed, epoch), so a killed run resumed from
 its last checkpoint ends exactly where an uninterrupted one would (single process, CPU).
 """
@@ -19,22 +21,27 @@ from pathlib import Path
 import torch
 
 from data_tools.cli import UserError, progress
-from facenar.search.controller import Reinforce
 from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, init_distributed,
                           shutdown)
 from facenar.checkpoint import (capture_rng, load_checkpoint, restore_rng, restoring, save_checkpoint, seed_everything,
                                 to_cpu)
 from facenar.config import format_differences
-from facenar.rundir import RunDir
+from facenar.rundir import RunDir, owning
 from facenar.schedule import set_lr, sgdr_lr
 from facenar.search.config import SearchConfig, search_space
+from facenar.search.budget import Budget
 from facenar.search.spaces import make_space
-from facenar.search.reward import RewardModel, latency_model
+from facenar.search.derivation import derive
+from facenar.search.costs import latency_model
+from facenar.search.reward import RewardModel
 from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.search.strategies import STRATEGIES
+from facenar.search.strategies.base import Scoring
 from facenar.tasks import get_task
 
 CHECKPOINT = "checkpoint.pt"
 ARCH_JSON = "arch.json"
+PARETO_JSON, PARETO_PNG = "pareto.json", "pareto.png"  # written beside arch.json (facenar.search.derivation)
 CHECKPOINT_FORMAT = "facenar-search-v1"
 PLOT_EVERY = 5  # epochs; plots are also drawn at the end and when stopping
 
@@ -57,17 +64,19 @@ class NarSearch:
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                                          weight_decay=cfg.weight_decay)
-        self.controller = self.space.controller()
-        self.trainer = Reinforce(self.controller, lr=cfg.controller_lr, baseline_decay=cfg.baseline_decay,
-                                 entropy_weight=cfg.entropy_weight)
         self.arch_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.budget = Budget(self.space, cfg)
+        self.strategy = STRATEGIES.get(cfg.strategy)(self.space, cfg, self.budget, self.arch_gen)
         self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast,
                                    self.space.template, cfg) if ctx.is_main else None
-        self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
-                                   self.space.slot_name) if ctx.is_main else None
+        self.scoring = Scoring(self.rewards.batch, lambda: self.data.val_batch(cfg.val_batch, self.val_gen,
+                                                                               self.device)) if ctx.is_main else None
+        self.record = SearchRecord(run.path, self.space.candidates,
+                                   self.space.extra_columns + self.strategy.extra_columns, self.space.slot_name,
+                                   curve=self.strategy.curve) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
     # ----- one epoch -------------------------------------------------------------------------
@@ -78,13 +87,7 @@ class NarSearch:
 
     def _epoch_archs(self, steps: int) -> list[list[int]]:
         """The architecture of every minibatch of this epoch, sampled on rank 0 and shared."""
-        codes = None
-        if self.ctx.is_main:
-            if self.epoch < self.cfg.pretrain_epochs:
-                codes = self.space.random_codes(steps, self.arch_gen)
-            else:
-                with torch.no_grad():
-                    codes = self.controller.sample(steps, self.arch_gen).codes
+        codes = self.strategy.train_archs(self.epoch, steps) if self.ctx.is_main else None
         return broadcast_object(codes, self.ctx)
 
     def _train_shared(self) -> dict:
@@ -139,33 +142,15 @@ class NarSearch:
                 if buf.dtype.is_floating_point:
                     all_reduce_mean(buf, self.ctx)
 
-    def _train_controller(self) -> dict:
-        """REINFORCE steps after PreTrain; during PreTrain only score uniform samples for the record."""
-        cfg = self.cfg
-        if self.epoch < cfg.pretrain_epochs:
-            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
-            codes = self.space.random_codes(cfg.controller_samples, self.arch_gen)
-            rewards = self.rewards.batch(codes, images, labels)
-            best = max(range(len(codes)), key=rewards.__getitem__)
-            return {"phase": "pretrain", "reward_mean": sum(rewards) / len(rewards), "reward_max": rewards[best],
-                    "best_codes": codes[best], "entropy": self.space.uniform_entropy(),
-                    "baseline": self.trainer.baseline, **self.space.policy_stats(self.controller, codes)}
-        steps = []
-        for _ in range(cfg.controller_steps):
-            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
-            steps.append(self.trainer.step(lambda batch: self.rewards.batch(batch, images, labels),
-                                           cfg.controller_samples, self.arch_gen))
-        best = max(steps, key=lambda s: s["reward_max"])
-        return {"phase": "search", "reward_mean": sum(s["reward_mean"] for s in steps) / len(steps),
-                "reward_max": best["reward_max"], "best_codes": best["best_codes"],
-                "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline,
-                **{key: sum(s[key] for s in steps) / len(steps) for key in self.space.extra_columns}}
+    def _learn(self) -> dict:
+        """The strategy learns from val-minibatch rewards (or, in PreTrain, scores uniform samples)."""
+        return self.strategy.learn(self.epoch, self.scoring)
 
     # ----- checkpoint ------------------------------------------------------------------------
     def save(self) -> None:
         payload = {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "best": self.best,
                    "supernet": self.supernet.state_dict(), "head": self.head.state_dict(),
-                   "optimizer": self.optimizer.state_dict(), "reinforce": self.trainer.state_dict(),
+                   "optimizer": self.optimizer.state_dict(), "strategy": self.strategy.state_dict(),
                    "arch_gen": self.arch_gen.get_state(), "val_gen": self.val_gen.get_state(),
                    "rng": capture_rng()}
         if self.scaler is not None:
@@ -184,7 +169,8 @@ class NarSearch:
             self.supernet.load_state_dict(state["supernet"])
             self.head.load_state_dict(state["head"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.trainer.load_state_dict(to_cpu(state["reinforce"]))
+            # a checkpoint from before the strategies kept the controller's state at the top level
+            self.strategy.load_state_dict(to_cpu(state.get("strategy", {"reinforce": state.get("reinforce")})))
             self.arch_gen.set_state(state["arch_gen"].cpu())
             self.val_gen.set_state(state["val_gen"].cpu())
             if self.scaler is not None and "scaler" in state:
@@ -214,8 +200,9 @@ class NarSearch:
             lr = sgdr_lr(self.epoch, cfg.t0, cfg.t_mult, cfg.lr, cfg.lr_min)
             shared = self._train_shared()
             if self.ctx.is_main:
-                ctrl = self._train_controller()
-                if self.best["reward"] is None or ctrl["reward_max"] > self.best["reward"]:
+                ctrl = self._learn()
+                if ctrl["reward_max"] is not None and (self.best["reward"] is None
+                                                       or ctrl["reward_max"] > self.best["reward"]):
                     self.best = {"reward": ctrl["reward_max"], "codes": ctrl["best_codes"]}
             barrier(self.ctx)
             self.epoch += 1
@@ -224,7 +211,7 @@ class NarSearch:
                 row = {"epoch": self.epoch, "lr": lr, "shared_loss": shared["shared_loss"],
                        "train_acc": shared["train_acc"], "diversity": shared["diversity"],
                        "best_reward": self.best["reward"], **ctrl,
-                       "best_codes": "-".join(map(str, self.best["codes"]))}
+                       "best_codes": "-".join(map(str, self.best["codes"] or []))}
                 self.record.add_epoch(row, shared["op_freq"])
                 if self.epoch % PLOT_EVERY == 0 or self.epoch == cfg.epochs or done_here == stop_after_epochs:
                     self.record.plot()
@@ -236,39 +223,29 @@ class NarSearch:
             barrier(self.ctx)
         return self.derive() if self.ctx.is_main else None
 
+    def score_candidates(self, codes_list: list[list[int]]) -> list[float]:
+        """Accuracy of each architecture on the whole val split with the current shared weights (each
+        distinct one scored once): the one place derivation scores a list of candidates."""
+        scored: dict[tuple, float] = {}
+        for codes in progress(codes_list, total=len(codes_list), desc="derive"):
+            if tuple(codes) not in scored:
+                scored[tuple(codes)] = self.rewards.accuracy_full(codes)
+        return [scored[tuple(codes)] for codes in codes_list]
+
     def derive(self):
-        """Score K sampled + the greedy architecture on the whole val split; save the best (Arch/MacroArch)."""
+        """Score the strategy's candidates on the whole val split; arch.json = the best within the budget."""
         cfg = self.cfg
-        gen = torch.Generator().manual_seed(cfg.seed + 3)
-        with torch.no_grad():
-            sampled = self.controller.sample(cfg.derive_samples, gen).codes if cfg.derive_samples else []
-        greedy = self.controller.greedy()
-        cache: dict[tuple, float] = {}
-        for codes in progress(sampled + [greedy], total=len(sampled) + 1, desc="derive"):
-            if tuple(codes) not in cache:
-                cache[tuple(codes)] = self.rewards.full(codes)
-        scored = [(cache[tuple(codes)], codes) for codes in sampled + [greedy]]
-        reward, codes = max(scored, key=lambda item: item[0])  # first best on ties
-        random_codes = self.space.random_codes(cfg.random_samples, gen)
-        random_rewards = [self.rewards.full(c) for c in random_codes]
-        baseline = self.space.baseline_codes()
-        summary = {"reward": reward, "accuracy": self.rewards.accuracy_full(codes) if self.rewards.target else reward,
-                   "greedy_reward": scored[-1][0], "greedy_codes": greedy,
-                   "random_count": len(random_rewards),
-                   "random_mean_reward": sum(random_rewards) / len(random_rewards) if random_rewards else None,
-                   "baseline_reward": self.rewards.full(baseline) if baseline else None}
         search = {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed, "epochs": cfg.epochs,
                   "pretrain_epochs": cfg.pretrain_epochs, "derive_samples": cfg.derive_samples, "cost": cfg.cost,
                   "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}
-        arch, table = self.space.make_arch(codes, {**summary, "search": search})
-        arch.save(self.run_dir.path / ARCH_JSON)
-        table = format_final_table(table, summary)
-        print(table, flush=True)
-        self.run_dir.log("derived architecture:\n" + table, echo=False)
-        self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}; record: search.csv, search_ops.csv, "
-                         f"{CURVES_PNG}, {HEATMAP_PNG}")
+        derived = derive(self, self.run_dir.path / ARCH_JSON, provenance={"search": search})
+        print(derived.table, flush=True)
+        self.run_dir.log("derived architecture:\n" + derived.table, echo=False)
+        self.run_dir.log(f"derived: {derived.closeness}")
+        self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}, {PARETO_JSON}, {PARETO_PNG}; record: search.csv, "
+                         f"search_ops.csv, {CURVES_PNG}, {HEATMAP_PNG}")
         self.record.close()
-        return arch
+        return derived.arch
 
 
 def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
@@ -283,6 +260,7 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
             data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
             if cfg.cost == "latency":
                 latency_model(cfg.latency_table, search_space(cfg))
+            Budget(make_space(cfg), cfg).check_feasible()  # an impossible budget fails before any write
             if resume:
                 RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
             else:
@@ -293,6 +271,7 @@ def run_search(make_config, out: str | Path, resume: bool = False, force: bool =
         cfg = SearchConfig(**config)
         workers = (4 if ctx.device.type == "cuda" else 0) if cfg.workers is None else cfg.workers
         engine = NarSearch(cfg, RunDir(out), ctx, workers, data)
-        return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
+        with owning(out) if ctx.is_main else contextlib.nullcontext():
+            return engine.run(resume=resume, stop_after_epochs=stop_after_epochs)
     finally:
         shutdown(ctx)
