@@ -161,6 +161,8 @@ def build_derive_parser() -> argparse.ArgumentParser:
     add(p, "--latency-table", "JSON from python -m facenar.arch latency --out (for --max-latency-ms)")
     add(p, "--derive-samples", "candidates scored")
     add(p, "--evolution-cycles", "cycles of evolution within the new budget (--strategy evolution)")
+    add(p, "--population", "population size P (--strategy evolution)")
+    add(p, "--tournament", "tournament sample size S (--strategy evolution)")
     p.add_argument("--out", required=True, help="the derived architecture (JSON)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     add(p, "--device", "", choices=["auto", "cpu", "cuda"])

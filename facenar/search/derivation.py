@@ -66,8 +66,8 @@ def derive(engine, arch_path: Path, strategy=None, budget=None, provenance: dict
     write_pareto(json_path, png_path, points, pick, budget.limits)
     arch.save(arch_path)
     on_front = points[pick]["front"]
-    closeness = (f"{budget.describe(codes)}; on the shared-weight Pareto front of "
-                 f"{', '.join(on_front) if on_front else 'no cost'} ({len(points)} architectures scored)")
+    where = f"on the shared-weight Pareto front of {', '.join(on_front)}" if on_front else "on no Pareto front"
+    closeness = f"{budget.describe(codes)}; {where} ({len(points)} architectures scored)"
     return Derived(arch, format_final_table(table, summary), closeness)
 
 

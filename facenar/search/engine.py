@@ -189,7 +189,8 @@ class NarSearch:
                 self.run_dir.log(f"resumed {self.run_dir.path} after epoch {self.epoch}")
         elif self.ctx.is_main:
             self.run_dir.log(format_differences(cfg))  # first: a demo run is never mistaken for the paper's
-            self.run_dir.log(f"{self.space.describe()}, {cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); "
+            self.run_dir.log(f"{self.space.describe()}, strategy {cfg.strategy}, {cfg.epochs} epochs "
+                             f"({cfg.pretrain_epochs} PreTrain); "
                              f"{self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
         done_here = 0

@@ -14,7 +14,7 @@ from data_tools.cli import UserError, read_json
 from data_tools.outputs import check_outputs
 from facenar.dist import DistContext, pick_device
 from facenar.rundir import CONFIG_NAME, RunDir, run_owner
-from facenar.search.config import SearchConfig
+from facenar.search.config import SearchConfig, check_strategy_options
 from facenar.search.derivation import derive, pareto_paths
 from facenar.search.spaces import SPACES
 from facenar.search.strategies import STRATEGIES
@@ -68,6 +68,7 @@ def derive_again(run_dir: str | Path, out: Path, force: bool = False, overrides:
         cfg = SearchConfig(**{**values, "strategy": wanted}).validate()
     except UserError as exc:
         raise UserError(f"derive {run}: {exc}") from None
+    check_strategy_options(overrides, cfg)
     Budget(make_space(cfg), cfg).check_feasible()  # before the weights are loaded
     json_path, png_path = pareto_paths(out)
     check_outputs(force, files={"--out": out, "--out's Pareto front": json_path, "--out's Pareto plot": png_path},
