@@ -22,8 +22,8 @@ from data_tools.atomic import write_text_atomic
 from data_tools.cli import UserError, run_cli
 from data_tools.outputs import check_outputs
 
-BENCHMARKS = ("data_pipeline", "proxy_split", "networks", "search_cost", "verification", "cost_table",
-              "search_evidence")
+BENCHMARKS = ("data_pipeline", "proxy_split", "networks", "search_cost", "search_strategies", "verification",
+              "cost_table", "search_evidence")
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# facenar benchmark results"
 

@@ -63,7 +63,7 @@ RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUN
               layers=number(int, min=2), channels=number(int, min=2), skip_weight=number(float, min=0),
               skip_target=number(float, gt=0, lt=1), max_macs=number(float, gt=0), max_params=number(float, gt=0),
               max_latency_ms=number(float, gt=0), population=number(int, min=2), tournament=_COUNT,
-              evolution_cycles=_COUNT)
+              evolution_cycles=_COUNT0)
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
 # and shared-weight training NAR builds on), or ours (the paper leaves it open)
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
