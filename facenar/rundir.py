@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
-from data_tools.atomic import atomic_path, write_text_atomic
+from data_tools.atomic import atomic_path, process_alive, write_text_atomic
 from data_tools.cli import UserError, read_json
 from data_tools.outputs import MARKER, check_outputs
 from data_tools.textinput import read_text
@@ -97,15 +97,7 @@ def run_owner(path: str | Path) -> int | None:
         pid = int((Path(path) / OWNER_NAME).read_text().strip())
     except (OSError, ValueError):
         return None
-    if pid == os.getpid():
-        return pid
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return None
-    except PermissionError:  # exists, owned by another user
-        return pid
-    return pid
+    return pid if process_alive(pid) else None
 
 
 def _unfinished(path: Path) -> bool:

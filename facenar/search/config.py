@@ -65,7 +65,7 @@ RANGES = dict(width=number(float, gt=0), input_size=_COUNT, embedding_size=_COUN
               max_latency_ms=number(float, gt=0), population=number(int, min=2), tournament=_COUNT,
               evolution_cycles=_COUNT0)
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
-# and shared-weight training NAR builds on), or ours (the paper leaves it open)
+# and shared-weight training NAR builds on), Real (Real et al., 2019: regularized evolution), or ours
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
                granularity="paper", epochs="paper", pretrain_epochs="ours", t0="paper", t_mult="paper",
                lr="paper", lr_min="paper", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
@@ -73,7 +73,7 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
                random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
-               skip_target="ENAS", strategy="paper", population="Real et al. 2019", tournament="Real et al. 2019",
+               skip_target="ENAS", strategy="paper", population="Real", tournament="Real",
                evolution_cycles="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
                workers="ours")
 
@@ -141,6 +141,13 @@ class SearchConfig(RunConfig):
     device: str = "auto"
     workers: int | None = None           # None: 0 on CPU, 4 on CUDA
     preset: str | None = None
+
+    def differences(self, reference: str = "paper") -> dict:
+        """As RunConfig's, less the options of strategies this run does not use (the demo preset sets them)."""
+        from facenar.search.strategies import STRATEGIES
+
+        unused = {key for name in STRATEGIES if name != self.strategy for key in STRATEGIES.get(name).OPTIONS}
+        return {k: v for k, v in super().differences(reference).items() if k not in unused}
 
     def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
