@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "facenar"
 # ground floor first; a unit may import itself and anything on a lower floor, nothing else
 FLOORS = [
-    {"space", "dist", "schedule", "rundir", "config"},
+    {"space", "dist", "schedule", "rundir", "config", "registry"},
     {"data", "checkpoint"},
     {"verify"},
     {"tasks"},

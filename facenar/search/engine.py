@@ -34,7 +34,7 @@ from facenar.search.spaces import make_space
 from facenar.search.derivation import derive
 from facenar.search.costs import latency_model
 from facenar.search.reward import RewardModel
-from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord
 from facenar.search.strategies import STRATEGIES
 from facenar.search.strategies.base import Scoring
 from facenar.tasks import get_task
