@@ -219,7 +219,7 @@ class NarSearch:
                 self.save()
                 self.run_dir.log(f"epoch {self.epoch}/{cfg.epochs} [{ctrl['phase']}] lr {lr:.4g} "
                                  f"loss {shared['shared_loss']:.4f} train_acc {shared['train_acc']:.4f} "
-                                 f"reward {ctrl['reward_mean']:.4f}/{ctrl['reward_max']:.4f} "
+                                 f"reward {_num(ctrl['reward_mean'])}/{_num(ctrl['reward_max'])} "
                                  f"entropy {ctrl['entropy']:.3f} ({time.perf_counter() - started:.1f} s)")
             barrier(self.ctx)
         return self.derive() if self.ctx.is_main else None
@@ -247,6 +247,10 @@ class NarSearch:
                          f"search_ops.csv, {CURVES_PNG}, {HEATMAP_PNG}")
         self.record.close()
         return derived.arch
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4f}"  # evolution: no child within the budget this epoch
 
 
 def run_search(make_config, out: str | Path, resume: bool = False, force: bool = False, device: str = "auto",
