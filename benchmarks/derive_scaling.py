@@ -29,20 +29,20 @@ SPACE = dict(backbone="iresnet18", width=0.125, input_size=32, embedding_size=32
 def _score(rank: int, world: int, folder: str, proxy: str, count: int) -> None:
     from facenar.rundir import RunDir
     from facenar.search.config import SearchConfig
-    from facenar.search.engine import NarSearch
+    from facenar.search.engine import SearchEngine
 
     torch.set_num_threads(1)
     if world > 1:
         torch_dist.init_process_group("gloo", init_method=f"file://{folder}/rendezvous{world}", rank=rank,
                                       world_size=world)
     ctx = DistContext(rank, world, rank, torch.device("cpu"))
-    engine = NarSearch(SearchConfig(**SPACE, data=proxy).validate(), RunDir(Path(folder) / "run"), ctx)
+    engine = SearchEngine(SearchConfig(**SPACE, data=proxy).validate(), RunDir(Path(folder) / "run"), ctx)
     candidates = engine.space.random_codes(count, torch.Generator().manual_seed(0))
     engine.rewards.accuracy_full(candidates[0])  # warm-up: proxy-val decoded, first-use costs paid
     if world > 1:
         torch_dist.barrier()
     started = time.perf_counter()
-    scores = engine._score_distinct(candidates)
+    scores = engine._score_shared(candidates)
     seconds = time.perf_counter() - started
     if rank == 0:
         torch.save({"seconds": seconds, "scores": list(scores.values()), "distinct": len(scores)},

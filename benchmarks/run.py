@@ -23,8 +23,8 @@ from facenar_runtime.cli import run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
 
-BENCHMARKS = ("data_pipeline", "proxy_split", "networks", "search_cost", "verification", "ijb_eval", "cost_table",
-              "search_evidence")
+BENCHMARKS = ("data_pipeline", "proxy_split", "networks", "search_cost", "search_strategies", "verification",
+              "ijb_eval", "cost_table", "search_evidence")
 DEFAULT_OUT = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = "# facenar benchmark results"
 

@@ -96,7 +96,7 @@ def time_demo_search(device: str, overrides: dict) -> tuple[dict[str, list[float
         engine.data.val_set(engine.device)  # decoded once per run; kept out of epoch 1's controller time
         timer.times["decode"].append(time.perf_counter() - start)
         timer.wrap(engine, "_train_shared", "shared")
-        timer.wrap(engine, "_train_controller", "controller")
+        timer.wrap(engine, "_learn", "controller")
         timer.wrap(engine, "derive", "derive")
         finished_epoch = lambda: engine.epoch - 1  # the record is written after the epoch counter moves on
         for owner, method in ((engine, "save"), (engine.record, "add_epoch"), (engine.record, "plot")):
@@ -238,7 +238,7 @@ def run(quick: bool = False, device: str = "cpu") -> Section:
                         f"{c.batch_size} images per epoch, controller {c.controller_steps} x {c.controller_samples} "
                         f"samples on {c.val_batch}-image val batches, derivation {c.derive_samples} sampled + "
                         f"{c.random_samples} random); phases timed around facenar.search.engine.SearchEngine's own methods "
-                        "(_train_shared, _train_controller, save + record, derive)")
+                        "(_train_shared, _learn, save + record, derive)")
     if quick:
         from facenar.search.config import PRESETS
 

@@ -142,7 +142,7 @@ class Evidence:
     # ----- part 1
     def fidelity(self, task: str) -> tuple[list[dict], list[dict], dict]:
         from facenar.search.config import search_space
-        from facenar.search.reward import macs_model
+        from facenar.search.costs import macs_model
 
         seed = self.s["seeds"][0]
         searches = {"with PreTrain": self.search(task, "nar", seed),

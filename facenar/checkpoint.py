@@ -35,6 +35,8 @@ def resume_file(run: str | Path) -> Path:
     run = Path(run)
     old = run / OLD_SEARCH_LAST
     return old if old.is_file() and not (run / LAST).is_file() else run / LAST
+
+
 RESERVED = ("format", "arch", "model", "dropout")
 
 

@@ -168,7 +168,7 @@ def format_differences(cfg: RunConfig) -> str:
 
 
 HELP_EPILOG = ("Defaults are marked by source: [paper] the NAR paper, [ArcFace] the ArcFace paper, [ENAS] ENAS, "
-               "[arcface_torch] insightface's training code, [ours] chosen here; 'demo: X' is the demo preset's value.")
+               "[Real] regularized evolution (Real et al., 2019), [arcface_torch] insightface's training code, [ours] chosen here; 'demo: X' is the demo preset's value.")
 
 
 def add_option(group, flag: str, text: str = "", *aliases: str, config: type[RunConfig], **kw) -> None:

@@ -113,7 +113,7 @@ def _unstarted(path: Path) -> bool:
     return {MARKER, CONFIG_NAME} <= names <= START_FILES and (path / MARKER).is_file()
 
 
-def take_ownership(folder: str | Path) -> None:
+def take_ownership(folder: str | Path, advice: str = "wait for it to end, or choose another --out") -> None:
     """Make this process the one owner of a run folder, or raise one error line if another has it.
 
     The lock is an flock on FOLDER/LOCK_NAME held until this process ends (the kernel releases
@@ -141,8 +141,7 @@ def take_ownership(folder: str | Path) -> None:
     except BlockingIOError:
         owner = os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"
         os.close(fd)
-        raise UserError(f"{folder} is in use by another facenar process (pid {owner}); wait for it to end, "
-                        "or choose another --out") from None
+        raise UserError(f"{folder} is in use by another facenar process (pid {owner}); {advice}") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _held[key] = fd

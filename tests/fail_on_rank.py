@@ -25,9 +25,9 @@ if __name__ == "__main__":
     command, rank, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
     if command == "search":
         from facenar.search.cli import main
-        from facenar.search.engine import NarSearch
+        from facenar.search.engine import SearchEngine
 
-        _raise_on(rank, NarSearch, "_train_shared")
+        _raise_on(rank, SearchEngine, "_train_shared")
     else:
         from facenar.train.cli import main
         from facenar.train.engine import Engine

@@ -186,4 +186,4 @@ def test_every_default_names_its_source(cls):
     unset = {"task", "data", "preset"}  # not options with a default of their own
     fields = [f for f in cls.__dataclass_fields__.values() if f.name not in unset and f.default is not None]
     assert [f.name for f in fields if f.name not in cls.SOURCES] == []
-    assert set(cls.SOURCES.values()) <= {"paper", "ArcFace", "ENAS", "arcface_torch", "ours"}
+    assert set(cls.SOURCES.values()) <= {"paper", "ArcFace", "ENAS", "Real", "arcface_torch", "ours"}

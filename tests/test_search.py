@@ -103,18 +103,18 @@ def _engine(tiny_proxy, tmp_path, **overrides):
 
 def test_pretrain_freezes_controller_and_samples_uniformly(tiny_proxy, tmp_path):
     engine = _engine(tiny_proxy, tmp_path)
-    before = {k: v.clone() for k, v in engine.controller.state_dict().items()}
+    before = {k: v.clone() for k, v in engine.strategy.controller.state_dict().items()}
     archs = torch.tensor(engine._epoch_archs(4000))  # PreTrain: uniform over ops at every slot
     for slot in range(archs.shape[1]):
         counts = torch.bincount(archs[:, slot], minlength=4).tolist()
         assert chisquare(counts).pvalue > 1e-4, (slot, counts)
     engine.run(stop_after_epochs=1)  # one PreTrain epoch: shared weights move, the controller does not
-    assert all(torch.equal(before[k], v) for k, v in engine.controller.state_dict().items())
-    assert engine.trainer.baseline is None
+    assert all(torch.equal(before[k], v) for k, v in engine.strategy.controller.state_dict().items())
+    assert engine.strategy.trainer.baseline is None
     engine.run(stop_after_epochs=1)  # first search epoch: REINFORCE updates the controller
-    assert not all(torch.equal(before[k], v) for k, v in engine.controller.state_dict().items())
+    assert not all(torch.equal(before[k], v) for k, v in engine.strategy.controller.state_dict().items())
     for _ in range(100):  # teach the controller to like op 2: the minibatch architectures follow it
-        engine.trainer.step(lambda batch: [sum(c == 2 for c in codes) / 8 for codes in batch], 20)
+        engine.strategy.trainer.step(lambda batch: [sum(c == 2 for c in codes) / 8 for codes in batch], 20)
     archs = torch.tensor(engine._epoch_archs(4000))
     assert chisquare(torch.bincount(archs[:, 0], minlength=4).tolist()).pvalue < 1e-6
     assert (archs == 2).float().mean() > 0.5
@@ -122,7 +122,7 @@ def test_pretrain_freezes_controller_and_samples_uniformly(tiny_proxy, tmp_path)
 
 def test_cost_model_and_cost_aware_reward(tiny_proxy, tmp_path):
     from facenar.space.cost import count_cost
-    from facenar.search.reward import macs_model
+    from facenar.search.costs import macs_model
 
     engine = _engine(tiny_proxy, tmp_path, target_macs=1.0e6, cost_weight=-0.5)
     macs = macs_model(engine.space.template)

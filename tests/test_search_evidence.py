@@ -39,7 +39,7 @@ def test_spread_indices_cover_the_range():
 
 
 def test_random_architectures_spread_over_the_mac_range():
-    from facenar.search.reward import macs_model
+    from facenar.search.costs import macs_model
     from facenar.space.arch import Arch, num_slots
 
     space = Arch("iresnet18", [0] * num_slots("iresnet18"), ["conv3x3", "dwconv3x3", "max3x3"], 0.25, 32, 64)

@@ -1,12 +1,16 @@
-"""python -m facenar.search: NAR search on a proxy split; writes arch.json and the search record.
+"""python -m facenar.search: NAR search on a proxy split; writes arch.json, the Pareto front and the record.
 
 With no arguments it searches the built-in demo proxy with the `demo` preset (minutes on a CPU).
 Under torchrun the shared-weight training is data-parallel (gloo on CPU, NCCL on GPUs).
+`python -m facenar.search derive RUN_DIR --max-macs 3G --out arch_3g.json` derives again from a
+finished or stopped search's shared weights for a new budget (no training).
 """
 from __future__ import annotations
 
 import argparse
 import functools
+import sys
+from pathlib import Path
 from typing import Sequence
 
 from facenar_runtime.cli import number
@@ -20,22 +24,39 @@ from facenar.speed import COMPILE_MODES
 from facenar.space.arch import BACKBONES, GRANULARITIES, parse_ops
 from facenar.space.ops import space_ops
 from facenar.tasks.base import TASKS, task_help
+from facenar.search.strategies import STRATEGIES
 
 # where a run goes, not what it computes (never stored in config.json)
 RUN_OPTIONS = ("out", "resume", "force", "stop_after_epochs")
 
 
-def parse_count(text: str) -> float:
-    """'4.7G', '800M', '1.2e9' -> a number (multiply-adds)."""
-    scale = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text.strip()[-1:].upper(), 1.0)
-    number = text.strip()[:-1] if scale != 1.0 else text.strip()
-    try:
-        value = float(number) * scale
-    except ValueError:
-        raise UserError(f"--target-macs must be a number such as 4.7G or 800M, got {text!r}") from None
-    if value <= 0:
-        raise UserError(f"--target-macs must be positive, got {text!r}")
-    return value
+def count(flag: str):
+    """Parser of '4.7G', '800M', '1.2e9' (multiply-adds or parameters) for `flag`."""
+
+    def parse(text: str) -> float:
+        scale = {"K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12}.get(text.strip()[-1:].upper(), 1.0)
+        digits = text.strip()[:-1] if scale != 1.0 else text.strip()
+        try:
+            value = float(digits) * scale
+        except ValueError:
+            raise UserError(f"{flag} must be a number such as 4.7G or 800M, got {text!r}") from None
+        if not value > 0 or value == float("inf"):
+            raise UserError(f"{flag} must be positive and finite, got {text!r}")
+        return value
+
+    return parse
+
+
+def add_budget_options(parser, add) -> None:
+    """The hard budgets, shared by the search and `derive`."""
+    budget = parser.add_argument_group("budget (hard limits: arch.json is the best candidate within all of them)")
+    add(budget, "--max-macs", "multiply-adds, e.g. 3G", type=count("--max-macs"))
+    add(budget, "--max-params", "parameters, e.g. 20M", type=count("--max-params"))
+    add(budget, "--max-latency-ms", "predicted milliseconds, with --latency-table")
+
+
+def strategy_help() -> str:
+    return "; ".join(f"{name}: {text}" for name, text in STRATEGIES.summaries().items())
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 description="Neural Architecture Refinement: search one operator per block of an "
                                             "iresnet on a proxy split (defaults: the paper's settings; "
                                             "without --data: the demo proxy and the demo preset).",
-                                epilog=HELP_EPILOG)
+                                epilog=HELP_EPILOG + " Subcommand: derive RUN_DIR (derive again for a new budget; "
+                                                     "derive --help).")
 
     add = functools.partial(add_option, config=SearchConfig)
 
@@ -84,7 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(shared, "--margin-m2", "ArcFace angular margin (alias --margin-m)", "--margin-m", dest="m2")
     add(shared, "--amp", "CUDA autocast (auto = bf16 where native, Ampere on; else fp16)",
         choices=["auto", "bf16", "fp16", "off"])
-    ctrl = p.add_argument_group("controller")
+    strategy = p.add_argument_group("search strategy")
+    add(strategy, "--strategy", strategy_help(), choices=STRATEGIES.names())
+    evolution = p.add_argument_group("evolution (--strategy evolution)")
+    add(evolution, "--population", "population size P")
+    add(evolution, "--tournament", "tournament sample size S")
+    add(evolution, "--evolution-cycles", "cycles (one mutated child scored each) per epoch after PreTrain")
+    ctrl = p.add_argument_group("controller (--strategy enas; --controller-samples: every strategy's record)")
     add(ctrl, "--controller-steps", "REINFORCE steps per epoch")
     add(ctrl, "--controller-samples", "architectures per step")
     add(ctrl, "--controller-lr", "Adam lr, beta1 = 0")
@@ -99,10 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(ctrl, "--random-samples", "random architectures for comparison")
     cost = p.add_argument_group("cost-aware reward (optional): acc * (cost/target)**w above the target")
     add(cost, "--cost", "", choices=["macs", "latency"])
-    add(cost, "--target-macs", "e.g. 4.7G", type=parse_count)
+    add(cost, "--target-macs", "e.g. 4.7G", type=count("--target-macs"))
     add(cost, "--target-latency", "milliseconds, with --cost latency")
     add(cost, "--latency-table", "JSON from python -m facenar.arch latency --out")
     add(cost, "--cost-weight", "w < 0")
+    add_budget_options(p, add)
     add(p, "--seed", "")
     run = p.add_argument_group("run")
     run.add_argument("--out", help="run directory (default runs/search-<timestamp>)")
@@ -119,7 +148,40 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def build_derive_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m facenar.search derive", argument_default=argparse.SUPPRESS,
+                                description="Derive again from a finished or stopped search's shared weights "
+                                            "(minutes, no training): score candidates within a new budget on the "
+                                            "whole val split; writes the arch and its Pareto front "
+                                            "(OUT.pareto.json/.png beside it).")
+    add = functools.partial(add_option, config=SearchConfig)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a search run folder (python -m facenar.search --out)")
+    add(p, "--strategy", "who proposes the candidates (default: the run's own); " + strategy_help(),
+        choices=STRATEGIES.names())
+    add_budget_options(p, add)
+    add(p, "--latency-table", "JSON from python -m facenar.arch latency --out (for --max-latency-ms)")
+    add(p, "--derive-samples", "candidates scored")
+    add(p, "--evolution-cycles", "cycles of evolution within the new budget (--strategy evolution)")
+    add(p, "--population", "population size P (--strategy evolution)")
+    add(p, "--tournament", "tournament sample size S (--strategy evolution)")
+    p.add_argument("--out", required=True, help="the derived architecture (JSON)")
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    add(p, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
+    return p
+
+
+def derive_main(argv: Sequence[str]) -> int:
+    args = vars(build_derive_parser().parse_args(argv))
+    from facenar.search.rederive import derive_again
+
+    derive_again(args.pop("run_dir"), Path(args.pop("out")), force=args.pop("force", False), overrides=args)
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["derive"]:
+        return derive_main(argv[1:])
     args = vars(build_parser().parse_args(argv))
     from facenar.search.engine import run_search
 

@@ -36,9 +36,13 @@ RANGES = dict(SHARED_RANGES, pretrain_epochs=number(int, min=0, max=limits.EPOCH
               target_macs=number(float, gt=0, max=limits.MACS), target_latency=number(float, gt=0, max=limits.MILLISECONDS),
               cost_weight=number(float, min=-limits.COST_EXPONENT, lt=0), layers=number(int, min=2, max=limits.LAYERS),
               channels=number(int, min=2, max=limits.CHANNELS),
-              skip_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT), skip_target=number(float, gt=0, lt=1))
+              skip_weight=number(float, min=0, max=limits.CONTROLLER_WEIGHT), skip_target=number(float, gt=0, lt=1),
+              max_macs=number(float, gt=0, max=limits.MACS), max_params=number(float, gt=0, max=limits.MACS),
+              max_latency_ms=number(float, gt=0, max=limits.MILLISECONDS),
+              population=number(int, min=2, max=limits.SAMPLES), tournament=_COUNT,
+              evolution_cycles=number(int, min=0, max=limits.SAMPLES))
 # where each default comes from: the NAR paper, ArcFace (Deng et al.), ENAS (Pham et al.; the controller
-# and shared-weight training NAR builds on), or ours (the paper leaves it open)
+# and shared-weight training NAR builds on), Real (Real et al., 2019: regularized evolution), or ours
 SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embedding_size="ArcFace", ops="paper",
                granularity="paper", epochs="paper", pretrain_epochs="ours", t0="paper", t_mult="paper",
                lr="paper", lr_min="paper", lr_scale="ours", momentum="ENAS", weight_decay="ArcFace", batch_size="ours",
@@ -46,7 +50,8 @@ SOURCES = dict(backbone="paper", width="ArcFace", input_size="ArcFace", embeddin
                controller_samples="ENAS", controller_lr="ENAS", entropy_weight="ENAS", baseline_decay="ENAS",
                tanh_constant="ENAS", val_batch="ours", reward_bn="ENAS", derive_samples="ours",
                random_samples="ours", space="paper", layers="ENAS", channels="ENAS", skip_weight="ENAS",
-               skip_target="ENAS", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
+               skip_target="ENAS", strategy="paper", population="Real", tournament="Real",
+               evolution_cycles="ours", cost="ours", cost_weight="ours", amp="ours", seed="ours", device="ours",
                compile="ours",
                workers="ours")
 
@@ -87,6 +92,10 @@ class SearchConfig(RunConfig):
     augment: str = "flip"
     scale: float = 64.0                  # ArcFace logit scale s
     m2: float = 0.5                      # ArcFace angular margin
+    strategy: str = "enas"               # facenar.search.strategies: enas | random | evolution
+    population: int = 100                # evolution: population size P (Real et al.'s AmoebaNet search)
+    tournament: int = 25                 # evolution: sample size S of each tournament (ibid.)
+    evolution_cycles: int = 1000         # evolution: cycles per epoch = enas's 50 x 20 reward evaluations
     controller_steps: int = 50
     controller_samples: int = 20
     controller_lr: float = 1e-3
@@ -103,12 +112,22 @@ class SearchConfig(RunConfig):
     target_latency: float | None = None
     latency_table: str | None = None
     cost_weight: float = -0.5
+    max_macs: float | None = None        # hard budgets (facenar.search.budget)
+    max_params: float | None = None
+    max_latency_ms: float | None = None  # needs --latency-table
     amp: str = "auto"
     seed: int = 0
     device: str = "auto"
     workers: int | None = None           # None: 0 on CPU; on CUDA the cores per GPU process, less one
     compile: str = "off"                 # torch.compile mode of each candidate op (facenar.speed); off = eager
     preset: str | None = None
+
+    def differences(self, reference: str = "paper") -> dict:
+        """As RunConfig's, less the options of strategies this run does not use (the demo preset sets them)."""
+        from facenar.search.strategies import STRATEGIES
+
+        unused = {key for name in STRATEGIES if name != self.strategy for key in STRATEGIES.get(name).OPTIONS}
+        return {k: v for k, v in super().differences(reference).items() if k not in unused}
 
     def check(self) -> None:
         """One clear message for each setting a user can get wrong."""
@@ -132,8 +151,17 @@ class SearchConfig(RunConfig):
             raise UserError(f"--reward-bn must be batch or eval, got {self.reward_bn!r}")
         if self.cost == "latency" and not (self.latency_table and self.target_latency):
             raise UserError("--cost latency needs --latency-table FILE and --target-latency MS")
-        if self.cost == "macs" and (self.target_latency or self.latency_table):
-            raise UserError("--target-latency / --latency-table need --cost latency")
+        if self.cost == "macs" and (self.target_latency or (self.latency_table and not self.max_latency_ms)):
+            raise UserError("--target-latency / --latency-table need --cost latency (or --max-latency-ms)")
+        if self.max_latency_ms and not self.latency_table:
+            raise UserError("--max-latency-ms needs --latency-table FILE (per-operator times on your runtime: "
+                            "python -m facenar.arch latency --out FILE)")
+        from facenar.search.strategies import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy must be one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
+        if self.strategy == "evolution" and self.tournament > self.population:
+            raise UserError(f"--tournament {self.tournament} exceeds --population {self.population}")
         if self.space not in SPACES:
             raise UserError(f"--space must be {' or '.join(SPACES)}, got {self.space!r}")
         SPACES.get(self.space).check_config(self)
@@ -157,6 +185,23 @@ def check_space_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
     return cfg
 
 
+def check_strategy_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    """Refuse options that only another search strategy reads (they would silently do nothing)."""
+    from facenar.search.strategies import STRATEGIES
+
+    mine = set(STRATEGIES.get(cfg.strategy).OPTIONS)
+    for name in STRATEGIES:
+        given = [cfg.flag(key) for key in STRATEGIES.get(name).OPTIONS if key in explicit and key not in mine]
+        if given:
+            raise UserError(f"{', '.join(given)}: only for --strategy {name}, but this search uses --strategy "
+                            f"{cfg.strategy}; drop the option or pass --strategy {name}")
+    return cfg
+
+
+def check_options(explicit: dict, cfg: SearchConfig) -> SearchConfig:
+    return check_strategy_options(explicit, check_space_options(explicit, cfg))
+
+
 def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
     """RunConfig.resolve, plus the search's own rule: without --data, the demo proxy and demo preset."""
     if explicit.get("data"):
@@ -168,7 +213,7 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         stored = read_run_config(resume)
         check_task_options(explicit.get("task") or stored.get("task", DEFAULT_TASK), explicit, "search",
                            SearchConfig.flag)
-        return check_space_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
+        return check_options(explicit, SearchConfig.resolve(explicit, preset, stored, where=resume))
     task = explicit.get("task") or PRESETS.get(preset or "", {}).get("task", DEFAULT_TASK)
     check_task_options(task, explicit, "search", SearchConfig.flag)
     if not preset and not explicit.get("data"):
@@ -183,4 +228,4 @@ def resolve_config(explicit: dict, resume: str | None) -> SearchConfig:
         raise UserError(f"--preset {preset} is a preset of another task than --task {task}")
     if not explicit.get("data"):
         explicit["data"] = str(Path(get_task(task).default_search_data()).resolve())
-    return check_space_options(explicit, SearchConfig.resolve(explicit, preset))
+    return check_options(explicit, SearchConfig.resolve(explicit, preset))

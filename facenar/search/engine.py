@@ -2,9 +2,11 @@
 
 The search space (NAR's iresnet slots or ENAS's macro space) comes from facenar.search.spaces.
 
-One epoch = one pass of shared-weight SGD (one sampled architecture per minibatch: uniform during
-PreTrain, else from the controller), then N REINFORCE steps of the controller rewarded by the
-task's metric on its val split (facenar.tasks supplies data, head, loss and metric). Everything that decides the outcome (weights, optimizers, baseline, every RNG) is saved
+One epoch = one pass of shared-weight SGD (one architecture per minibatch, proposed by the search
+strategy: facenar.search.strategies), then the strategy learns from rewards = the task's metric on
+its val split (facenar.tasks supplies data, head, loss and metric). Derivation scores the strategy's
+candidates on the whole val split, keeps the best within the budget and writes the Pareto front.
+Everything that decides the outcome (weights, optimizers, the strategy's state, every RNG) is saved
 at each epoch's end, and data order is a function of (seed, epoch), so a killed run resumed from
 its last checkpoint ends exactly where an uninterrupted one would (single process, CPU).
 """
@@ -20,9 +22,10 @@ import torch
 
 from facenar_runtime.cli import progress
 from facenar_runtime.errors import UserError
-from facenar.search.controller import Reinforce, all_finite
+from facenar.search.controller import all_finite
 from facenar.speed import op_compiler, warn
-from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, distributed_job, shard_and_gather)
+from facenar.dist import (DistContext, all_reduce_mean, amp_dtype, barrier, broadcast_object, distributed_job,
+                          shard_and_gather)
 from facenar.checkpoint import (LAST, OLD_SEARCH_LAST, SEARCH_FORMAT, capture_rng, load_checkpoint, restore_rng,
                                 restoring, resume_file, save_checkpoint, seed_everything, to_cpu)
 from facenar.config import format_differences
@@ -30,12 +33,18 @@ from facenar.rundir import RunDir, default_run_folder, release_ownership
 from facenar.schedule import set_lr, sgdr_lr, describe_lr, lr_scale_factor
 from facenar.data import device_input, loader_workers
 from facenar.search.config import SearchConfig, search_space
+from facenar.search.budget import Budget
 from facenar.search.spaces import make_space
-from facenar.search.reward import RewardModel, latency_model
-from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord, format_final_table
+from facenar.search.derivation import derive
+from facenar.search.costs import latency_model
+from facenar.search.reward import RewardModel
+from facenar.search.record import CURVES_PNG, HEATMAP_PNG, SearchRecord
+from facenar.search.strategies import STRATEGIES
+from facenar.search.strategies.base import Scoring
 from facenar.tasks import get_task
 
 ARCH_JSON = "arch.json"
+PARETO_JSON, PARETO_PNG = "pareto.json", "pareto.png"  # written beside arch.json (facenar.search.derivation)
 PLOT_EVERY = 5  # epochs; plots are also drawn at the end and when stopping
 
 
@@ -58,19 +67,21 @@ class SearchEngine:
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay)
-        self.controller = self.space.controller()
-        self.trainer = Reinforce(self.controller, lr=cfg.controller_lr, baseline_decay=cfg.baseline_decay,
-                                 entropy_weight=cfg.entropy_weight)
         self.arch_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.val_gen = torch.Generator().manual_seed(cfg.seed + 2)
         self.amp_dtype = amp_dtype(cfg.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        # every rank scores: derivation's candidates are shared out (rank 0 alone runs the controller's steps)
+        self.budget = Budget(self.space, cfg)
+        self.strategy = STRATEGIES.get(cfg.strategy)(self.space, cfg, self.budget, self.arch_gen)
+        # every rank scores: derivation's candidates are shared out (rank 0 alone runs the strategy's steps)
         self.rewards = RewardModel(self.supernet, self.head, self.data, task.reward_correct, self.autocast,
                                    self.space.template, cfg)
+        self.scoring = Scoring(self.rewards.batch, lambda: self.data.val_batch(cfg.val_batch, self.val_gen,
+                                                                               self.device)) if ctx.is_main else None
         self.lr_factor = lr_scale_factor(cfg.lr_scale, cfg.batch_size * ctx.world_size, cfg.batch_size)
-        self.record = SearchRecord(run.path, self.space.candidates, self.space.extra_columns,
-                                   self.space.slot_name) if ctx.is_main else None
+        self.record = SearchRecord(run.path, self.space.candidates,
+                                   self.space.extra_columns + self.strategy.extra_columns, self.space.slot_name,
+                                   curve=self.strategy.curve) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
     def _compile_supernet(self, mode: str) -> None:
@@ -93,13 +104,7 @@ class SearchEngine:
 
     def _epoch_archs(self, steps: int) -> list[list[int]]:
         """The architecture of every minibatch of this epoch, sampled on rank 0 and shared."""
-        codes = None
-        if self.ctx.is_main:
-            if self.epoch < self.cfg.pretrain_epochs:
-                codes = self.space.random_codes(steps, self.arch_gen)
-            else:
-                with torch.no_grad():
-                    codes = self.controller.sample(steps, self.arch_gen).codes
+        codes = self.strategy.train_archs(self.epoch, steps) if self.ctx.is_main else None
         return broadcast_object(codes, self.ctx)
 
     def _train_shared(self) -> dict:
@@ -162,27 +167,9 @@ class SearchEngine:
                 if buf.dtype.is_floating_point:
                     all_reduce_mean(buf, self.ctx)
 
-    def _train_controller(self) -> dict:
-        """REINFORCE steps after PreTrain; during PreTrain only score uniform samples for the record."""
-        cfg = self.cfg
-        if self.epoch < cfg.pretrain_epochs:
-            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
-            codes = self.space.random_codes(cfg.controller_samples, self.arch_gen)
-            rewards = self.rewards.batch(codes, images, labels)
-            best = max(range(len(codes)), key=rewards.__getitem__)
-            return {"phase": "pretrain", "reward_mean": sum(rewards) / len(rewards), "reward_max": rewards[best],
-                    "best_codes": codes[best], "entropy": self.space.uniform_entropy(),
-                    "baseline": self.trainer.baseline, **self.space.policy_stats(self.controller, codes)}
-        steps = []
-        for _ in range(cfg.controller_steps):
-            images, labels = self.data.val_batch(cfg.val_batch, self.val_gen, self.device)
-            steps.append(self.trainer.step(lambda batch: self.rewards.batch(batch, images, labels),
-                                           cfg.controller_samples, self.arch_gen))
-        best = max(steps, key=lambda s: s["reward_max"])
-        return {"phase": "search", "reward_mean": sum(s["reward_mean"] for s in steps) / len(steps),
-                "reward_max": best["reward_max"], "best_codes": best["best_codes"],
-                "entropy": sum(s["entropy"] for s in steps) / len(steps), "baseline": self.trainer.baseline,
-                **{key: sum(s[key] for s in steps) / len(steps) for key in self.space.extra_columns}}
+    def _learn(self) -> dict:
+        """The strategy learns from val-minibatch rewards (or, in PreTrain, scores uniform samples)."""
+        return self.strategy.learn(self.epoch, self.scoring)
 
     @contextlib.contextmanager
     def _stop_when_not_finite(self):
@@ -199,7 +186,7 @@ class SearchEngine:
     def save(self) -> None:
         payload = {"format": SEARCH_FORMAT, "epoch": self.epoch, "best": self.best,
                    "supernet": self.supernet.state_dict(), "head": self.head.state_dict(),
-                   "optimizer": self.optimizer.state_dict(), "reinforce": self.trainer.state_dict(),
+                   "optimizer": self.optimizer.state_dict(), "strategy": self.strategy.state_dict(),
                    "arch_gen": self.arch_gen.get_state(), "val_gen": self.val_gen.get_state(),
                    "rng": capture_rng()}
         if self.scaler is not None:
@@ -219,7 +206,8 @@ class SearchEngine:
             self.supernet.load_state_dict(state["supernet"])
             self.head.load_state_dict(state["head"])
             self.optimizer.load_state_dict(state["optimizer"])
-            self.trainer.load_state_dict(to_cpu(state["reinforce"]))
+            # a checkpoint from before the strategies kept the controller's state at the top level
+            self.strategy.load_state_dict(to_cpu(state.get("strategy", {"reinforce": state.get("reinforce")})))
             self.arch_gen.set_state(state["arch_gen"].cpu())
             self.val_gen.set_state(state["val_gen"].cpu())
             if self.scaler is not None and "scaler" in state:
@@ -238,7 +226,8 @@ class SearchEngine:
                 self.run_dir.log(f"resumed {self.run_dir.path} after epoch {self.epoch}")
         elif self.ctx.is_main:
             self.run_dir.log(format_differences(cfg))  # first: a demo run is never mistaken for the paper's
-            self.run_dir.log(f"{self.space.describe()}, {cfg.epochs} epochs ({cfg.pretrain_epochs} PreTrain); "
+            self.run_dir.log(f"{self.space.describe()}, strategy {cfg.strategy}, {cfg.epochs} epochs "
+                             f"({cfg.pretrain_epochs} PreTrain); "
                              f"{self.data.describe()}; "
                              f"{self.ctx.world_size} process(es) on {self.device}; run dir {self.run_dir.path}")
             self.run_dir.log(describe_lr(cfg.lr, cfg.lr_min, self.lr_factor, cfg.lr_scale, cfg.batch_size,
@@ -254,8 +243,9 @@ class SearchEngine:
             with self._stop_when_not_finite():
                 shared = self._train_shared()
                 if self.ctx.is_main:
-                    ctrl = self._train_controller()
-                    if self.best["reward"] is None or ctrl["reward_max"] > self.best["reward"]:
+                    ctrl = self._learn()
+                    if ctrl["reward_max"] is not None and (self.best["reward"] is None
+                                                           or ctrl["reward_max"] > self.best["reward"]):
                         self.best = {"reward": ctrl["reward_max"], "codes": ctrl["best_codes"]}
             barrier(self.ctx)
             self.epoch += 1
@@ -264,14 +254,14 @@ class SearchEngine:
                 row = {"epoch": self.epoch, "lr": lr, "shared_loss": shared["shared_loss"],
                        "train_acc": shared["train_acc"], "diversity": shared["diversity"],
                        "best_reward": self.best["reward"], **ctrl,
-                       "best_codes": "-".join(map(str, self.best["codes"]))}
+                       "best_codes": "-".join(map(str, self.best["codes"] or []))}
                 self.record.add_epoch(row, shared["op_freq"])
                 if self.epoch % PLOT_EVERY == 0 or self.epoch == cfg.epochs or done_here == stop_after_epochs:
                     self.record.plot()
                 self.save()
                 self.run_dir.log(f"epoch {self.epoch}/{cfg.epochs} [{ctrl['phase']}] lr {lr:.4g} "
                                  f"loss {shared['shared_loss']:.4f} train_acc {shared['train_acc']:.4f} "
-                                 f"reward {ctrl['reward_mean']:.4f}/{ctrl['reward_max']:.4f} "
+                                 f"reward {_num(ctrl['reward_mean'])}/{_num(ctrl['reward_max'])} "
                                  f"entropy {ctrl['entropy']:.3f} ({time.perf_counter() - started:.1f} s)")
             barrier(self.ctx)
         return self.derive()
@@ -286,55 +276,60 @@ class SearchEngine:
                 f"each averaging {world} x {cfg.batch_size} images; the controller's {cfg.controller_steps} steps "
                 f"per epoch run on rank 0 as on one process; derivation's candidates are shared out")
 
-    def derive(self):
-        """Score K sampled + the greedy architecture on the whole val split; save the best (Arch/MacroArch).
+    def score_candidates(self, codes_list: list[list[int]]) -> list[float]:
+        """Accuracy of each architecture on the whole val split with the current shared weights: the one
+        place derivation scores a list of candidates. Called on rank 0; each distinct architecture is
+        scored once, on one rank (the others take their share in _serve_scoring)."""
+        if self.ctx.distributed:
+            broadcast_object(codes_list, self.ctx)
+        accuracy = self._score_shared(codes_list)
+        return [accuracy[tuple(codes)] for codes in codes_list]
 
-        Collective: rank 0 draws the candidates (its controller is the trained one), every rank scores
-        its share of the distinct ones, and rank 0 writes the result.
-        """
-        cfg = self.cfg
-        drawn = None
-        if self.ctx.is_main:
-            gen = torch.Generator().manual_seed(cfg.seed + 3)
-            with torch.no_grad():
-                sampled = self.controller.sample(cfg.derive_samples, gen).codes if cfg.derive_samples else []
-            greedy = self.controller.greedy()
-            drawn = (sampled, greedy, self.space.random_codes(cfg.random_samples, gen), self.space.baseline_codes())
-        sampled, greedy, random_codes, baseline = broadcast_object(drawn, self.ctx)
-        accuracy = self._score_distinct(sampled + [greedy] + random_codes + ([baseline] if baseline else []))
-        if not self.ctx.is_main:
-            return None
-        full = {codes: self.rewards.shape(acc, codes) for codes, acc in accuracy.items()}
-        scored = [(full[tuple(codes)], codes) for codes in sampled + [greedy]]
-        reward, codes = max(scored, key=lambda item: item[0])  # first best on ties
-        random_rewards = [full[tuple(c)] for c in random_codes]
-        summary = {"reward": reward, "accuracy": accuracy[tuple(codes)],
-                   "greedy_reward": scored[-1][0], "greedy_codes": greedy,
-                   "random_count": len(random_rewards),
-                   "random_mean_reward": sum(random_rewards) / len(random_rewards) if random_rewards else None,
-                   "baseline_reward": full[tuple(baseline)] if baseline else None}
-        search = {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed, "epochs": cfg.epochs,
-                  "pretrain_epochs": cfg.pretrain_epochs, "derive_samples": cfg.derive_samples, "cost": cfg.cost,
-                  "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}
-        arch, table = self.space.make_arch(codes, {**summary, "search": search})
-        arch.save(self.run_dir.path / ARCH_JSON)
-        table = format_final_table(table, summary)
-        print(table, flush=True)
-        self.run_dir.log("derived architecture:\n" + table, echo=False)
-        self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}; record: search.csv, search_ops.csv, "
-                         f"{CURVES_PNG}, {HEATMAP_PNG}")
-        self.record.close()
-        return arch
+    def _serve_scoring(self) -> None:
+        """Ranks other than 0, during derivation: score a share of each list rank 0 sends, until None."""
+        while (codes_list := broadcast_object(None, self.ctx)) is not None:
+            self._score_shared(codes_list)
 
-    def _score_distinct(self, candidates: list) -> dict[tuple, float]:
+    def _score_shared(self, codes_list: list) -> dict[tuple, float]:
         """Whole-val accuracy of each distinct architecture, scored once, on one rank (shared out)."""
-        distinct = list(dict.fromkeys(tuple(codes) for codes in candidates))
+        distinct = list(dict.fromkeys(tuple(codes) for codes in codes_list))
         bar = (lambda share: progress(share, total=len(share), desc="derive")) if self.ctx.is_main else None
         scores = shard_and_gather(distinct, self.rewards.accuracy_full, self.ctx, progress=bar)
         if self.ctx.is_main:
             self.run_dir.log(f"derive: {len(distinct)} distinct architectures scored on {self.ctx.world_size} "
                              f"process(es), {len(distinct[::self.ctx.world_size])} on rank 0", echo=False)
         return dict(zip(distinct, scores))
+
+    def derive(self):
+        """Score the strategy's candidates on the whole val split; arch.json = the best within the budget.
+
+        Collective: rank 0's strategy proposes the candidates (derivation.derive) and every list it scores
+        is shared out over the ranks (score_candidates); the other ranks serve those requests meanwhile.
+        """
+        cfg = self.cfg
+        if not self.ctx.is_main:
+            self._serve_scoring()
+            return None
+        search = {"run_dir": str(self.run_dir.path), "data": cfg.data, "seed": cfg.seed, "epochs": cfg.epochs,
+                  "pretrain_epochs": cfg.pretrain_epochs, "derive_samples": cfg.derive_samples, "cost": cfg.cost,
+                  "target_macs": cfg.target_macs, "target_latency": cfg.target_latency}
+        try:
+            derived = derive(self, self.run_dir.path / ARCH_JSON, provenance={"search": search})
+        finally:
+            if self.ctx.distributed:
+                broadcast_object(None, self.ctx)  # the serving ranks' last request: derivation is over
+        print(derived.table, flush=True)
+        self.run_dir.log("derived architecture:\n" + derived.table, echo=False)
+        self.run_dir.log(f"derived: {derived.closeness}")
+        self.run_dir.log(f"wrote {self.run_dir.path / ARCH_JSON}, {PARETO_JSON}, {PARETO_PNG}; record: search.csv, "
+                         f"search_ops.csv, {CURVES_PNG}, {HEATMAP_PNG}")
+        self.record.close()
+        return derived.arch
+
+
+def _num(value) -> str:
+    return "-" if value is None else f"{value:.4f}"  # evolution: no child within the budget this epoch
+
 
 
 def run_search(cfg: SearchConfig, out: str | Path | None = None, resume: bool = False, force: bool = False,
@@ -350,6 +345,7 @@ def run_search(cfg: SearchConfig, out: str | Path | None = None, resume: bool = 
                 data.train_loader(cfg.batch_size, cfg.seed, 0, ctx, 0, False)  # (its batch-size check: no workers start)
                 if cfg.cost == "latency":
                     latency_model(cfg.latency_table, search_space(cfg))
+                Budget(make_space(cfg), cfg).check_feasible()  # an impossible budget fails before any write
                 if resume:
                     RunDir.open_resume(out, cfg.to_dict(), ignore=SearchConfig.RESUMABLE, upgrade=SearchConfig.upgrade)
                 else:

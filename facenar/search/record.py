@@ -20,8 +20,9 @@ class SearchRecord:
     """Everything a search writes per epoch into its run directory."""
 
     def __init__(self, run_dir: str | Path, candidates: Sequence[str], extra_columns: Sequence[str] = (),
-                 slot_name: str = "slot", tensorboard: bool = True):
-        self.dir = Path(run_dir)
+                 slot_name: str = "slot", tensorboard: bool = True,
+                 curve: tuple[Sequence[str], str] = (("entropy",), "policy entropy (nats)")):
+        self.dir, self.curve = Path(run_dir), curve
         self.candidates, self.slot_name = list(candidates), slot_name
         self.metrics = MetricsCSV(self.dir / "search.csv", COLUMNS + list(extra_columns), key="epoch",
                                   tensorboard="search/" if tensorboard else None)
@@ -39,7 +40,7 @@ class SearchRecord:
             self.ops.append({"epoch": row["epoch"], self.slot_name: slot, **dict(zip(self.candidates, freqs))})
 
     def plot(self) -> None:
-        """search_curves.png (reward, entropy, loss, lr) and search_ops.png (per-slot op heat-maps)."""
+        """search_curves.png (reward, what the strategy learns, loss, lr) and search_ops.png (per-slot op heat-maps)."""
         rows = self.metrics.read()
         if not rows:
             return
@@ -51,7 +52,7 @@ class SearchRecord:
         epochs = [int(r["epoch"]) for r in rows]
         fig, axes = plt.subplots(2, 2, figsize=(10, 7))
         for ax, keys, title in ((axes[0, 0], ("reward_mean", "reward_max", "baseline"), "controller reward"),
-                                (axes[0, 1], ("entropy",), "policy entropy (nats)"),
+                                (axes[0, 1], *self.curve),  # what the strategy learns
                                 (axes[1, 0], ("shared_loss",), "shared-weight loss"),
                                 (axes[1, 1], ("lr",), "learning rate (SGDR)")):
             for key in keys:
@@ -66,7 +67,7 @@ class SearchRecord:
             for ax in axes.flat:
                 ax.axvspan(0.5, max(pretrain) + 0.5, color="0.9", zorder=0)
         fig.tight_layout()
-        _save(fig, self.dir / CURVES_PNG)
+        save_png(fig, self.dir / CURVES_PNG)
         self._plot_heatmap(plt)
 
     def _plot_heatmap(self, plt) -> None:
@@ -89,13 +90,13 @@ class SearchRecord:
             if k == 0:
                 ax.set_ylabel(self.slot_name)
         fig.colorbar(image, ax=axes[0, :].tolist(), shrink=0.8, label="fraction of sampled architectures")
-        _save(fig, self.dir / HEATMAP_PNG)
+        save_png(fig, self.dir / HEATMAP_PNG)
 
     def close(self) -> None:
         self.metrics.close()
 
 
-def _save(fig, path: Path) -> None:
+def save_png(fig, path: Path) -> None:
     from facenar_runtime.atomic import atomic_path
 
     import matplotlib.pyplot as plt

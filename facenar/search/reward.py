@@ -4,37 +4,12 @@ with the current shared weights, optionally shaped by a cost model (multiply-add
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import torch
 
-from facenar_runtime.errors import UserError
+from facenar.search.costs import latency_model, macs_model
 
 EVAL_CHUNK = 256
-
-
-def macs_model(space):
-    """codes -> multiply-adds without building a network: slot costs add up (ops keep shapes)."""
-    from facenar.space.cost import count_cost
-
-    uniform = [count_cost(space.with_codes([op] * space.num_slots)) for op in range(len(space.candidates))]
-    fixed = uniform[0].macs - sum(row["macs"] for row in uniform[0].per_slot)
-    per_slot = [[report.per_slot[slot]["macs"] for report in uniform] for slot in range(space.num_slots)]
-    return lambda codes: fixed + sum(per_slot[slot][code] for slot, code in enumerate(codes))
-
-
-def latency_model(table_path: str, space):
-    """codes -> predicted milliseconds from a latency table measured for this search space."""
-    from facenar.space.latency import latency_cost, load_latency_table
-
-    table = load_latency_table(table_path)
-    try:
-        latency_cost(table, space)
-    except ValueError as exc:
-        raise UserError(f"--latency-table {table_path}: {exc}; measure one for this search space with "
-                        "python -m facenar.arch latency") from None
-    order = [table["candidates"].index(name) for name in space.candidates]
-    return lru_cache(maxsize=None)(lambda codes: latency_cost(table, [order[c] for c in codes]))
 
 
 class RewardModel:

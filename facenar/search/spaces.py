@@ -57,6 +57,10 @@ class NarSpace:
     def uniform_entropy(self) -> float:
         return uniform_entropy(self.num_slots, len(self.candidates))
 
+    def code_choices(self) -> list[int]:
+        """How many values each code position takes (what a one-slot mutation may change it to)."""
+        return [len(self.candidates)] * self.num_slots
+
     def baseline_codes(self) -> list[int] | None:
         """Every slot keeps its 3x3 conv (the hand-made network), if conv3x3 is a candidate."""
         return [self.candidates.index("conv3x3")] * self.num_slots if "conv3x3" in self.candidates else None
@@ -100,8 +104,8 @@ class EnasSpace:
         if cfg.channels % 2:
             raise UserError(f"--space enas needs an even --channels (its factorized reductions split them in "
                             f"two), got {cfg.channels}")
-        if cfg.target_macs or cfg.cost == "latency":
-            raise UserError("--target-macs / --cost latency (cost-aware reward) work only with --space nar")
+        if cfg.target_macs or cfg.cost == "latency" or cfg.max_latency_ms:
+            raise UserError("--target-macs / --cost latency / --max-latency-ms work only with --space nar")
 
     def __init__(self, cfg: SearchConfig):
         from facenar.space.macro import ENAS_CANDIDATES, num_codes
@@ -140,6 +144,10 @@ class EnasSpace:
         return join_codes([self.candidates.index("conv3x3")] * self.cfg.layers,
                           [[0] * k for k in range(self.cfg.layers)])
 
+    def code_choices(self) -> list[int]:
+        """Per layer: its op (one of the candidates), then one bit per earlier layer (skip or not)."""
+        return [count for layer in range(self.cfg.layers) for count in [len(self.candidates)] + [2] * layer]
+
     def op_freq(self, archs: list[list[int]]) -> list[list[float]]:
         """Fraction of this epoch's minibatches that ran each op, per layer (skip bits left out)."""
         from facenar.space.macro import split_codes
@@ -152,7 +160,13 @@ class EnasSpace:
 
     @torch.no_grad()
     def policy_stats(self, controller, codes) -> dict:
-        """Mean skip probability and KL(p || 0.5) the policy gives these architectures' skips."""
+        """Mean skip probability and KL(p || 0.5) the policy gives these architectures' skips; without a
+        controller (random, evolution) the skip density of the architectures themselves (no KL)."""
+        if controller is None:
+            from facenar.space.macro import split_codes
+
+            skips = [bit for c in codes for row in split_codes(c, self.cfg.layers)[1] for bit in row]
+            return {"skip_prob": sum(skips) / max(1, len(skips)), "skip_kl_half": None}
         stats = controller.log_prob_of(codes).stats
         return {name: float(stats[name].mean()) for name in SKIP_COLUMNS}
 

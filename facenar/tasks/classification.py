@@ -105,7 +105,8 @@ class Cifar10Task(ClassificationTask):
         "paper": dict(backbone="resnet18", width=1.0, input_size=32, embedding_size=512),
         "demo": dict(backbone="resnet18", width=0.25, input_size=32, embedding_size=128, epochs=4, pretrain_epochs=1,
                      t0=4, t_mult=1, batch_size=64, steps_per_epoch=30, controller_steps=10, controller_samples=8,
-                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10),
+                     controller_lr=5e-3, val_batch=64, derive_samples=10, random_samples=10, population=16,
+                     tournament=4, evolution_cycles=80),
     }
     train_presets = {
         "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=32, epochs=150, batch_size=128,
@@ -139,7 +140,8 @@ class ImageNetTask(ClassificationTask):
         "paper": dict(backbone="resnet18", width=1.0, input_size=224, embedding_size=512),
         "demo": dict(backbone="resnet18", width=0.125, input_size=64, embedding_size=64, epochs=2, pretrain_epochs=1,
                      t0=2, t_mult=1, batch_size=16, controller_steps=3, controller_samples=4, controller_lr=5e-3,
-                     val_batch=20, derive_samples=4, random_samples=4),
+                     val_batch=20, derive_samples=4, random_samples=4, population=8, tournament=3,
+                     evolution_cycles=12),
     }
     train_presets = {
         "paper": dict(CLASSIFICATION, backbone="resnet18", width=1.0, input_size=224, epochs=90, batch_size=256,

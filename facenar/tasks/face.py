@@ -40,7 +40,7 @@ class FaceTask(Task):
         "demo": dict(backbone="iresnet18", width=0.25, input_size=32, embedding_size=64, epochs=6,
                      pretrain_epochs=2, t0=2, t_mult=2, batch_size=64, steps_per_epoch=60, scale=16.0,
                      m2=0.1, controller_steps=15, controller_samples=10, controller_lr=5e-3, val_batch=128,
-                     derive_samples=20, random_samples=20),
+                     derive_samples=20, random_samples=20, population=20, tournament=5, evolution_cycles=150),
     }
     # A tiny CPU-sized network and schedule that learns the demo data in a few minutes; "paper" = the defaults.
     # No dropout there: a net this small on 2 epochs underfits, and the demo runs stay as they were.
