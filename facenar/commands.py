@@ -41,6 +41,11 @@ _COMMANDS = [
     ("bench-proxy-split", "benchmarks.proxy_split:main", "benchmark: proxy split cost at MS1M's identity count"),
     ("bench-search-cost", "benchmarks.search_cost:main", "benchmark: seconds per search epoch by phase"),
     ("bench-search-evidence", "benchmarks.search_evidence:main", "benchmark: ranking fidelity and NAR vs baselines"),
+    ("bench-search-strategies", "benchmarks.search_strategies:main",
+     "benchmark: enas vs random vs evolution epochs and derivation, derive again vs search"),
+    ("bench-derive-scaling", "benchmarks.derive_scaling:main", "benchmark: derivation on 1 vs 2 processes"),
+    ("bench-ijb", "benchmarks.ijb_eval:main", "benchmark: IJB-C scoring at full scale vs insightface's loops"),
+    ("gpu-check", "benchmarks.gpu_check:main", "one-command GPU check: bf16 training, search, embedding, NCCL"),
 ]
 for _name, _target, _summary in _COMMANDS:
     COMMANDS.register(_name, summary=_summary)(_target)

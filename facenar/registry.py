@@ -51,10 +51,16 @@ class Registry(Generic[T]):
         return add
 
     def _load(self) -> None:
+        """Import the defining modules once; the order is theirs in `modules` (not whichever was imported
+        first), so the choices and tables read the same however the entries were reached."""
         if not self._loaded:
             self._loaded = True
             for module in self._modules:
                 importlib.import_module(module)
+            rank = {module: index for index, module in enumerate(self._modules)}
+            order = sorted(self._entries, key=lambda name: rank.get(getattr(self._entries[name], "__module__", None),
+                                                                   len(rank)))
+            self._entries = {name: self._entries[name] for name in order}
 
     def get(self, name: str) -> T:
         self._load()

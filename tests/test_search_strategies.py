@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -69,7 +68,7 @@ def test_budget_is_a_hard_constraint_and_an_impossible_one_is_refused(runs, tiny
     assert search(tiny_proxy, tmp_path / "budget", "evolution", "--max-macs", str(limit)) == 0
     arch = json.loads((tmp_path / "budget" / "arch.json").read_text())
     assert arch["provenance"]["macs"] <= limit and arch["provenance"]["budget"] == {"macs": limit}
-    state = torch.load(tmp_path / "budget" / "checkpoint.pt", weights_only=True)["strategy"]
+    state = torch.load(tmp_path / "budget" / "last.pt", weights_only=True)["strategy"]
     from facenar.search.budget import Budget
     from facenar.search.spaces import make_space
 
@@ -116,19 +115,23 @@ def test_derive_bad_input_one_error_nothing_written(runs, tmp_path):
     for args, message in cases:
         with pytest.raises(UserError, match=message):
             main(["derive", *args, "--out", str(out)])
-    owner = runs / "enas" / "owner.pid"
-    owner.write_text(f"{os.getpid()}\n")  # a live process still writing the run
+    # a search still writing the run holds its folder's lock: another process does here, until its stdin closes
+    script = ("import sys; from facenar.rundir import take_ownership; take_ownership(sys.argv[1]); "
+              "print(1, flush=True); sys.stdin.read()")
+    holder = subprocess.Popen([sys.executable, "-c", script, str(runs / "enas")], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(UserError, match="still being written"):
+        assert holder.stdout.readline().strip() == "1"
+        with pytest.raises(UserError, match="in use by another facenar process .*derive when the search has finished"):
             main(["derive", str(runs / "enas"), "--out", str(out)])
     finally:
-        owner.unlink()
+        holder.communicate("", timeout=60)
     other = tmp_path / "other"
     other.mkdir()
-    for name in ("config.json", "checkpoint.pt"):
+    for name in ("config.json", "last.pt"):
         (other / name).write_bytes((runs / "enas" / name).read_bytes())
-    state = torch.load(other / "checkpoint.pt", weights_only=True)
-    torch.save({**state, "format": "facenar-search-v0"}, other / "checkpoint.pt")
+    state = torch.load(other / "last.pt", weights_only=True)
+    torch.save({**state, "format": "facenar-search-v0"}, other / "last.pt")
     with pytest.raises(UserError, match="not a facenar search checkpoint"):
         main(["derive", str(other), "--out", str(out)])
     assert not out.exists() and not (tmp_path / "x.pareto.json").exists()
