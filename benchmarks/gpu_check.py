@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import Section, machine_info, median
+from facenar_runtime import limits
 from facenar_runtime.atomic import write_text_atomic
 from facenar_runtime.cli import number, run_cli
 from facenar_runtime.errors import UserError
@@ -163,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default=str(HERE / "RESULTS.md"),
                    help="markdown whose GPU check section is replaced (default benchmarks/RESULTS.md)")
     p.add_argument("--force", action="store_true", help="overwrite an existing --json file")
-    p.add_argument("--budget", type=number(float, gt=0), default=7.0, metavar="MINUTES",
+    p.add_argument("--budget", type=number(float, gt=0, max=limits.MINUTES), default=7.0, metavar="MINUTES",
                    help="start no new step after this many minutes (default 7: done within 8)")
-    p.add_argument("--threads", type=number(int, min=1), default=None, help="CPU threads for torch (default: torch's)")
+    p.add_argument("--threads", type=number(int, min=1, max=limits.WORKERS), default=None, help="CPU threads for torch (default: torch's)")
     return p
 
 

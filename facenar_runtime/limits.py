@@ -38,4 +38,5 @@ LOGIT_RANGE = 100.0         # controller tanh constant and temperature: softmax 
 MACS = 1e15                 # multiply-adds: over 10,000x iresnet100 at 224 pixels
 MILLISECONDS = 1e6          # latency target: 1,000 s per image
 COST_EXPONENT = 100.0       # |cost weight| (MnasNet's is 0.07): at 100 a 1% miss already scales the reward by 0.37
+MINUTES = 1440.0            # a benchmark's time budget: one day
 SCHEDULE = 1000.0           # SGDR cycle growth T_mult: at 1000 the third cycle already ends past EPOCHS

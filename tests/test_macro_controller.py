@@ -61,7 +61,10 @@ def test_tanh_constant_caps_skip_probabilities():
 
 
 def test_known_answer_greedy_finds_hidden_target():
-    """reward = fraction of codes equal to a hidden target (random ops, skips on from a hidden set of sources)."""
+    """reward = fraction of codes equal to a hidden target (random ops, skips on from a hidden set of sources).
+
+    The greedy policy must match the target almost everywhere (chance is 8.5 of 21 codes). Not exactly: the
+    sampled trajectory depends on the CPU's kernels (AVX2 kernels find all 21 here, AVX-512 ones 19)."""
     gen = torch.Generator().manual_seed(7)
     ops = torch.randint(0, len(ENAS_CANDIDATES), (LAYERS,), generator=gen).tolist()
     sources = {0, 2, 4}
@@ -73,7 +76,7 @@ def test_known_answer_greedy_finds_hidden_target():
     torch.manual_seed(0)
     ctrl = MacroController(LAYERS, skip_weight=0)
     history = reinforce(ctrl, reward, steps=150, samples_per_step=20, seed=0)
-    assert ctrl.greedy() == target
+    assert reward(ctrl.greedy()) >= 0.85
     assert history[-1]["reward_mean"] > history[0]["reward_mean"] + 0.15
 
 

@@ -54,7 +54,7 @@ def test_one_process_is_the_full_fc(kind):
     ref_embeddings = embeddings.detach().clone().requires_grad_(True)
     ref_loss, ref_weight = _reference_loss(ref_embeddings, init_centres(CLASSES, DIM, 0, CLASSES, SEED), labels, margin)
     ref_loss.backward()
-    assert loss.item() == pytest.approx(ref_loss.item(), abs=1e-5)
+    assert loss.item() == pytest.approx(ref_loss.item(), rel=1e-6, abs=1e-5)  # float32 at s=64: a few ulp
     assert torch.allclose(embeddings.grad, ref_embeddings.grad, atol=1e-6)
     assert torch.allclose(pfc.weight.grad, ref_weight.grad, atol=1e-6)
 
@@ -134,9 +134,10 @@ def test_two_processes_take_the_same_step_as_one_full_fc(tmp_path):
     torch.nn.utils.clip_grad_norm_(backbone.parameters(), 5.0)
     torch.optim.SGD([*backbone.parameters(), weight], lr=0.1, momentum=0.9, weight_decay=5e-4).step()
 
-    assert got["loss"] == pytest.approx(loss.item(), abs=1e-5)
+    assert got["loss"] == pytest.approx(loss.item(), rel=1e-6, abs=1e-5)
     for name, value in backbone.state_dict().items():
-        assert torch.allclose(got["backbone"][name], value, atol=1e-5), name
+        assert torch.allclose(got["backbone"][name], value, rtol=1e-5, atol=1e-5), name
     assert got["head"].shape == (CLASSES, DIM)
-    assert torch.allclose(got["head"], weight.detach(), atol=1e-5)
-    assert torch.allclose(got["momentum"], weight.grad + 5e-4 * init_centres(CLASSES, DIM, 0, CLASSES, SEED), atol=1e-5)
+    assert torch.allclose(got["head"], weight.detach(), rtol=1e-5, atol=1e-5)
+    assert torch.allclose(got["momentum"], weight.grad + 5e-4 * init_centres(CLASSES, DIM, 0, CLASSES, SEED), rtol=1e-4,
+                          atol=1e-5)  # float32 sums of s=64 terms that cancel: measured 4e-5 relative on AVX-512
