@@ -185,7 +185,7 @@ def arch_example(root: Path = ROOT) -> str:
 
 def _report_files() -> list[Path]:
     bench = ROOT / "benchmarks"
-    return [bench / "RESULTS.md", *sorted((bench / "evidence").rglob("*.md")), *sorted((bench / "evidence").rglob("*.png")),
+    return [*sorted(bench.glob("*.md")), *sorted((bench / "evidence").rglob("*.md")), *sorted((bench / "evidence").rglob("*.png")),
             *sorted(bench.glob("*.png"))]
 
 
