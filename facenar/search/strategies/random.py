@@ -15,6 +15,7 @@ from facenar.search.strategies.base import Scoring, Strategy
 @STRATEGIES.register("random", summary="uniform sampling throughout, no controller (random search + weight sharing)")
 class RandomStrategy(Strategy):
     name = "random"
+
     def learn(self, epoch: int, scoring: Scoring) -> dict:
         return {**self.score_uniform(scoring, "pretrain" if epoch < self.cfg.pretrain_epochs else "random"),
                 "baseline": None}
