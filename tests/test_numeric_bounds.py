@@ -181,7 +181,7 @@ def test_8_search_stops_when_the_shared_weights_turn_nan(tiny_proxy, tmp_path):
 
 def test_8_search_stops_when_the_controller_diverges(tiny_proxy, tmp_path):
     engine, run = _search_engine(tiny_proxy, tmp_path, pretrain_epochs=0)
-    for group in engine.trainer.optimizer.param_groups:
+    for group in engine.strategy.trainer.optimizer.param_groups:
         group["lr"] = 1e38  # past any --controller-lr: the first Adam step overflows the LSTM's weights
     with pytest.raises(UserError, match="search stopped in epoch 1: controller .* lower --controller-lr"):
         engine.run()
