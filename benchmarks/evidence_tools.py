@@ -132,6 +132,7 @@ def train_from_scratch(arch, cfg, data, budget: Budget, device: str = "cpu") -> 
     """Train the child with the task's search head + loss on the train split for budget.steps SGD steps
     (one cosine cycle), then top-1 with the task's metric on the whole val split (BN in eval mode)."""
     from facenar.checkpoint import seed_everything
+    from facenar.data import device_input
     from facenar.schedule import set_lr, sgdr_lr
     from facenar.tasks import get_task
 
@@ -150,7 +151,7 @@ def train_from_scratch(arch, cfg, data, budget: Budget, device: str = "cpu") -> 
         loader = data.train_loader(budget.batch_size, budget.seed, epoch, ctx, 0, pin=False)
         for images, labels in islice(loader, budget.steps - step):
             set_lr(optimizer, sgdr_lr(step / budget.steps, 1, 1, budget.lr, budget.lr * 1e-3))
-            loss = loss_fn(head(net(images.to(device))).float(), labels.to(device))
+            loss = loss_fn(head(net(device_input(images, torch.device(device)))).float(), labels.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

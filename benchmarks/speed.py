@@ -47,9 +47,9 @@ def variants_compiled(found: dict) -> bool:
 
 
 def _train_closure(forward: Callable, params, batch: int, size: int, classes: int, device: str,
-                   channels_last: bool) -> Callable[[], None]:
+                   channels_last: bool, features: int = 512) -> Callable[[], None]:
     return train_step_closure(_Params(params), lambda x: forward(channels_last_input(x, channels_last)), batch, size,
-                              classes, device)
+                              classes, device, features)
 
 
 class _Params(nn.Module):
@@ -114,7 +114,8 @@ def supernet_speed_rows(repeats: int, steps: int = 4, device: str = "cpu") -> li
     runs, position = {}, {"eager": 0, "compiled": 0}
     for name, net in (("eager", eager), ("compiled", compiled)):
         step = _train_closure(lambda x, net=net, name=name: net(x, paths[position[name] % len(paths)]),
-                              list(net.parameters()), s["batch"], s["input_size"], s["classes"], device, False)
+                              list(net.parameters()), s["batch"], s["input_size"], s["classes"], device, False,
+                              s["embedding_size"])
 
         def several(step=step, name=name):
             for _ in range(steps):
@@ -124,7 +125,7 @@ def supernet_speed_rows(repeats: int, steps: int = 4, device: str = "cpu") -> li
     first = time.perf_counter()
     for code in range(compiled.num_ops):  # every op of every slot: all compiling happens here
         _train_closure(lambda x, c=code: compiled(x, [c] * compiled.num_slots), list(compiled.parameters()),
-                       s["batch"], s["input_size"], s["classes"], device, False)()
+                       s["batch"], s["input_size"], s["classes"], device, False, s["embedding_size"])()
     compile_s = time.perf_counter() - first
     times = interleaved_times(runs, repeats)
     setting = (f"{device}, demo search preset ({s['backbone']} width {s['width']}, {s['input_size']}px, batch "

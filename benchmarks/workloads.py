@@ -19,9 +19,10 @@ CALIBRATION_BATCH = 8
 
 
 def train_step_closure(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
-                device: str) -> Callable[[], None]:
-    """One closure = one SGD step on a fixed random batch (synchronised on CUDA)."""
-    head = CosineClassifier(512, classes).to(device)
+                       device: str, features: int = 512) -> Callable[[], None]:
+    """One closure = one SGD step on a fixed random batch (synchronised on CUDA); `features` = the
+    network's embedding length (512: iresnet's)."""
+    head = CosineClassifier(features, classes).to(device)
     margin = MarginSoftmax("arcface")
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
     optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)

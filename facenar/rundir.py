@@ -35,6 +35,17 @@ START_FILES = frozenset({MARKER, CONFIG_NAME, LOG_NAME, LOCK_NAME})
 _held: dict[Path, int] = {}  # run folder -> descriptor of its lock file, held by this process until it exits
 
 
+def _forget_locks_in_child() -> None:
+    """A forked child (a DataLoader worker) shares the lock's open file: closing it there means the lock
+    ends with the owner, not with its last worker (which, orphaned by kill -9, lives on for seconds)."""
+    for fd in _held.values():
+        os.close(fd)
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_forget_locks_in_child)
+
+
 class RunDir:
     """A run folder; `check` (before any work) and `create` guard a new one, `open_resume` requires one."""
 

@@ -30,7 +30,7 @@ if __name__ == "__main__":
         _raise_on(rank, SearchEngine, "_train_shared")
     else:
         from facenar.train.cli import main
-        from facenar.train.engine import Engine
+        from facenar.train.engine import TrainStep
 
-        _raise_on(rank, Engine, "step")
+        _raise_on(rank, TrainStep, "step")
     run_cli(main, argv)
