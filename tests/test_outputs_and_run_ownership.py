@@ -306,3 +306,24 @@ def test_2_the_lock_is_per_process_and_follows_a_remade_folder(tmp_path, owned):
     take_ownership(fresh)
     assert (fresh / LOCK_NAME).read_text().strip() == str(os.getpid())
     release_ownership(fresh)
+
+
+def test_2_a_forked_child_does_not_keep_a_killed_owners_lock(tmp_path):
+    """DataLoader workers are forked children: orphaned by kill -9 they live on for seconds, and must not
+    hold the run folder's lock meanwhile (a --resume right after the kill is refused otherwise)."""
+    from facenar.rundir import release_ownership, take_ownership
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    script = ("import os, sys\nfrom facenar.rundir import take_ownership\ntake_ownership(sys.argv[1])\n"
+              "if os.fork() == 0:\n    sys.stdin.read()\n    os._exit(0)\n"
+              "print(1, flush=True)\nos.kill(os.getpid(), 9)\n")
+    owner = subprocess.Popen([sys.executable, "-c", script, str(folder)], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert owner.stdout.readline().strip() == "1"
+        assert owner.wait(timeout=60) == -9       # the owner is gone; its child still waits on stdin
+        take_ownership(folder)
+        release_ownership(folder)
+    finally:
+        owner.stdin.close()
