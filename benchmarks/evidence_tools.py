@@ -128,6 +128,45 @@ def arch_cost(arch) -> tuple[int, int]:
     return cost.params, cost.macs
 
 
+def at_macs(template, backbone: str, target_macs: float, widest: float = 4.0):
+    """The all-conv3x3 `backbone` network of the template's space (input, candidates, granularity),
+    uniformly width-scaled to the MAC count nearest `target_macs` (cheaper first on ties): what a
+    practitioner builds by hand instead of searching. Widths are tried in steps of 1/256 up to
+    `widest` x the template's; each distinct channel plan is counted once (scale_channels rounds to 8)."""
+    from facenar.space.arch import STAGE_WIDTHS, Arch, family, num_slots, scale_channels
+
+    slots = num_slots(backbone, template.granularity)
+    baseline = [template.candidates.index("conv3x3")] * slots
+    embedding = None if family(backbone) == "resnet" else template.embedding_size  # a ResNet's = its features
+    plans = {}
+    for step in range(1, int(widest * template.width * 256) + 1):
+        plans.setdefault(tuple(scale_channels(c, step / 256) for c in STAGE_WIDTHS), step / 256)
+    widths = sorted(plans.values())
+
+    def build(width: float):
+        arch = Arch(backbone, baseline, template.candidates, width, template.input_size, embedding,
+                    template.granularity)
+        return arch, arch_cost(arch)[1]
+
+    low, high = 0, len(widths) - 1  # MACs grow with width: bisect for the first plan at or over the target
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (middle + 1, high) if build(widths[middle])[1] < target_macs else (low, middle)
+    near = [build(widths[i]) for i in (low - 1, low) if i >= 0]
+    return min(near, key=lambda pair: abs(pair[1] - target_macs))[0]
+
+
+def handmade_alternatives(template, target_macs: float) -> list[tuple[str, object]]:
+    """The two networks a practitioner would train instead of searching, at the pick's MAC count: the
+    baseline (all conv3x3) width-scaled, and the next shallower backbone of its family width-scaled."""
+    from facenar.space.arch import shallower
+
+    scaled = at_macs(template, template.backbone, target_macs)
+    shallow = at_macs(template, shallower(template.backbone), target_macs)
+    return [(f"{template.backbone} baseline x{scaled.width:.3g} width", scaled),
+            (f"{shallow.backbone} x{shallow.width:.3g} width", shallow)]
+
+
 def train_from_scratch(arch, cfg, data, budget: Budget, device: str = "cpu") -> dict:
     """Train the child with the task's search head + loss on the train split for budget.steps SGD steps
     (one cosine cycle), then top-1 with the task's metric on the whole val split (BN in eval mode)."""

@@ -4,20 +4,24 @@
 budget; K architectures (derived, greedy, all-conv3x3 baseline, random ones spread over the MAC
 range) are scored with each search's final shared weights on the whole val split and trained
 from scratch on one fixed budget; Kendall tau and Spearman rho between the two rankings, and a
-scatter plot. (2) NAR against random search with weight sharing (Li & Talwalkar: uniform paths for
-every epoch, then the best of N uniform samples by shared-weight reward) and ENAS with searchable
-skips, at equal shared-weight training images; each chosen architecture trained from scratch with
-the same budget, over several search seeds. (3) The paper's Fig. 1 on the CIFAR-10 task: two ENAS
+scatter plot. (2) NAR with each search strategy (enas = the paper's controller; random = random search
+with weight sharing, Li & Talwalkar; evolution = regularized evolution, Real et al.) and ENAS with
+searchable skips, at equal shared-weight training images; each pick trained from scratch with the same
+budget, over several search seeds; at each strategy's mean pick MACs, the two networks a practitioner
+builds by hand instead (the baseline width-scaled, the next shallower backbone width-scaled), trained
+with the same budget over as many training seeds; the stand-alone Pareto front of all of them. (3) The paper's Fig. 1 on the CIFAR-10 task: two ENAS
 searches, skip penalty on and off, same seed and budget; per epoch skip probability and KL(p_skip || 0.5),
 table and plot. Every (task, space) pair the engine does not know yet is reported as "not run" with what
 it needs.
 
-    python -m benchmarks.search_evidence [--quick] [--out FILE] [--data DIR --task face|cifar10 --preset P]
+    python -m benchmarks.search_evidence [--quick] [--jobs N] [--out FILE] [--data DIR --task face|cifar10 --preset P]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import statistics
 import sys
 import tempfile
@@ -29,21 +33,27 @@ from typing import Sequence
 import torch
 
 from benchmarks.common import Section, machine_info, markdown_table
-from benchmarks.evidence_tools import (Budget, arch_cost, rank_agreement, run_search, search_config,
-                                       shared_images, spread_indices, train_from_scratch)
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
+from benchmarks.evidence_tools import (Budget, arch_cost, handmade_alternatives, rank_agreement, run_search,
+                                       search_config, shared_images, spread_indices, train_from_scratch)
 from facenar_runtime.atomic import atomic_path, write_text_atomic
-from facenar_runtime.cli import run_cli
+from facenar_runtime import limits
+from facenar_runtime.cli import number, run_cli
 from facenar_runtime.errors import UserError
 from facenar_runtime.outputs import check_outputs
 from facenar.dist import device_option
 
 TASKS = ("face", "cifar10")  # each gets both parts; a task the engine lacks is a "not run" row
-METHODS = (("NAR (controller)", "nar"), ("random search + weight sharing", "nar"),
-           ("ENAS, searchable skips", "enas"))
+# (label, space, strategy); the first also runs the ranking-fidelity part (its seed-0 search is that part's)
+METHODS = (("NAR + enas (controller)", "nar", "enas"), ("NAR + random (weight sharing)", "nar", "random"),
+           ("NAR + evolution", "nar", "evolution"), ("ENAS, searchable skips", "enas", "enas"))
 TITLE = "Search evidence: ranking fidelity (shared-weight vs stand-alone) and NAR against its baselines"
 PLOT_NAME = "search_evidence_fidelity.png"
 DEFAULT_PLOT = Path(__file__).resolve().parent / PLOT_NAME
 FIG1_NAME = "search_evidence_fig1.png"  # next to the scatter plot
+PARETO_NAME = "search_evidence_pareto.png"  # likewise
 FIG1_TASK = "cifar10"  # the paper's Fig. 1 setting: ENAS's macro space on CIFAR-10
 FIG1_COLUMNS = ["task", "epoch", "phase", "skip_prob (penalty on)", "KL (penalty on)", "skip_prob (penalty off)",
                 "KL (penalty off)"]
@@ -52,8 +62,8 @@ POOL_SEED = 1234  # the random architectures (same for both searches of part 1)
 SETTINGS = {
     # a few minutes on 2 idle cores: tiny searches and budgets, a smoke test of the method, not evidence
     True: dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=8, controller_steps=3, derive_samples=2,
-                           random_samples=0),
-               spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, random_ws_samples=3, seeds=(0,),
+                           random_samples=0, population=4, tournament=2, evolution_cycles=6),
+               spaces=dict(enas=dict(layers=4, channels=16)), k=6, pool=64, seeds=(0,),
                # Fig. 1: 3 search epochs, enough for the free skips to drift (~35 s a search); no reuse here
                fig1=dict(epochs=4, controller_steps=6),
                budget=dict(face=Budget(steps=16, batch_size=32), cifar10=Budget(steps=16, batch_size=32))),
@@ -63,7 +73,7 @@ SETTINGS = {
     # ENAS keeps its 12 layers at 16 channels: ENAS's own 36 cost ~5x the MACs (50 vs 11 M, mean of random
     # architectures at input 32; the demo NAR networks: 2-14 M) and 93 s per face PreTrain epoch against NAR's 22 s
     False: dict(search=dict(random_samples=0), spaces=dict(enas=dict(layers=12, channels=16)), fig1={}, k=10, pool=256,
-                random_ws_samples=20, seeds=(0, 1, 2),
+                seeds=(0, 1, 2),
                 budget=dict(face=Budget(steps=200, batch_size=64), cifar10=Budget(steps=100, batch_size=64))),
 }
 FIDELITY_COLUMNS = ["task", "search", "K", "kendall_tau", "kendall_p", "spearman_rho", "spearman_p",
@@ -113,9 +123,13 @@ class Evidence:
         self.images = {"search": 0, "search_s": 0.0, "train": 0, "train_s": 0.0}
 
     def search(self, task: str, space: str, seed: int, **overrides):
+        from facenar.search.strategies import STRATEGIES
+
         space_options = self.s["spaces"].get(space, {})  # e.g. ENAS's layers/channels
-        cfg = search_config(task, space, seed, self.data, self.preset,
-                            {**self.s["search"], **space_options, **overrides})
+        strategy = overrides.get("strategy", "enas")
+        foreign = {key for name in STRATEGIES if name != strategy for key in STRATEGIES.get(name).OPTIONS}
+        settings = {k: v for k, v in {**self.s["search"], **space_options}.items() if k not in foreign}
+        cfg = search_config(task, space, seed, self.data, self.preset, {**settings, **overrides})
         key = json.dumps(cfg.to_dict(), sort_keys=True)  # equal settings = one search, however they were spelled
         if key not in self.searches:
             name = f"search{len(self.searches)}-{task}-{space}"  # short: Fig. 1's legend shows it
@@ -127,16 +141,18 @@ class Evidence:
                      f"{engine.seconds:.0f} s")
         return self.searches[key]
 
-    def standalone(self, engine, arch) -> float:
+    def standalone(self, engine, arch, seed: int | None = None) -> float:
+        """Stand-alone top-1 after the task's fixed budget; `seed` replaces the budget's training seed."""
         network = {k: v for k, v in arch.to_dict().items() if k != "provenance"}  # what is trained, not its history
-        key = (engine.cfg.task, engine.cfg.data, repr(network))
+        budget = self.s["budget"][engine.cfg.task]
+        budget = budget if seed is None else replace(budget, seed=seed)
+        key = (engine.cfg.task, engine.cfg.data, repr(network), budget.seed)
         if key not in self.trained:
-            budget = self.s["budget"][engine.cfg.task]
             self.trained[key] = train_from_scratch(arch, engine.cfg, engine.data, budget, self.device)
             self.images["train"] += budget.steps * budget.batch_size
             self.images["train_s"] += self.trained[key]["seconds"]
-            progress(f"stand-alone {len(self.trained)} ({engine.cfg.task}, {budget.steps} steps): top-1 "
-                     f"{self.trained[key]['top1']:.4f}, {self.trained[key]['seconds']:.0f} s")
+            progress(f"stand-alone {len(self.trained)} ({engine.cfg.task}, {budget.steps} steps, seed {budget.seed}): "
+                     f"top-1 {self.trained[key]['top1']:.4f}, {self.trained[key]['seconds']:.0f} s")
         return self.trained[key]["top1"]
 
     # ----- part 1
@@ -189,58 +205,129 @@ class Evidence:
         return fig1_table(rows, task, runs[0].cfg.pretrain_epochs)
 
     # ----- part 2
-    def chosen(self, task: str, method: str, space: str, seed: int):
-        """(engine, architecture) each method picks with the same shared-weight training images."""
-        if method.startswith("random"):
-            from facenar.search.config import search_space
-
-            epochs = self.search(task, "nar", seed).cfg.epochs
-            engine = self.search(task, "nar", seed, pretrain_epochs=epochs, derive_samples=0)
-            space = search_space(engine.cfg)
-            gen = torch.Generator().manual_seed(POOL_SEED + 1 + seed)
-            codes = torch.randint(0, len(space.candidates), (self.s["random_ws_samples"], space.num_slots),
-                                  generator=gen).tolist()
-            best = max(codes, key=engine.rewards.full)  # first best on ties
-            return engine, space.with_codes(best)
-        engine = self.search(task, space, seed)
+    def chosen(self, task: str, space: str, strategy: str, seed: int):
+        """(engine, architecture) a method picks: its search's derived network (the random strategy's is
+        the best of `derive_samples` uniform samples by shared-weight reward on the whole val split)."""
+        engine = self.search(task, space, seed, **({} if strategy == "enas" else {"strategy": strategy}))
         return engine, engine.derived
 
-    def method_row(self, task: str, method: str, space: str) -> dict:
-        accs, costs, images = [], [], 0
-        for seed in self.s["seeds"]:
-            engine, arch = self.chosen(task, method, space, seed)
-            accs.append(self.standalone(engine, arch))
-            costs.append(arch_cost(arch))
-            images = shared_images(engine)
-        sd = statistics.stdev(accs) if len(accs) > 1 else None  # also read by reading(), not a column
-        return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
-                "spread": "1 seed" if sd is None else f"sd {sd:.4f}, {min(accs):.4f}-{max(accs):.4f}", "sd": sd,
-                "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
-                "MMACs": round(statistics.mean(c[1] for c in costs) / 1e6, 2), "shared_train_images": images}
+    def method_rows(self, task: str, method: str, space: str, strategy: str) -> list[dict]:
+        """The method's row (one search per seed, each pick trained with the fixed budget) and, for a NAR
+        strategy, the rows of the two hand-made alternatives at its mean pick MACs."""
+        picks = [self.chosen(task, space, strategy, seed) for seed in self.s["seeds"]]
+        accs = [self.standalone(engine, arch) for engine, arch in picks]
+        row = summary_row(task, method, accs, [arch_cost(arch) for _, arch in picks], shared_images(picks[0][0]))
+        if space != "nar":
+            return [row]
+        engine, template = picks[0]
+        rows = [row]
+        for name, arch in handmade_alternatives(template, row["MMACs"] * 1e6):
+            accs = [self.standalone(engine, arch, seed) for seed in self.s["seeds"]]
+            rows.append(summary_row(task, f"{name} (hand-made, at the {strategy} pick's MACs)", accs,
+                                    [arch_cost(arch)] * len(accs), 0))
+        return rows
 
-    def full_mode_estimate(self, full: dict, tasks: Sequence[str]) -> float:
-        """Seconds the full mode would take here for these tasks, from this run's seconds per search /
-        training image (every search at its task's demo-preset size: rough)."""
-        from facenar.config import preset_key
-        from facenar.search.config import PRESETS
+    def unit(self, task: str, index: int, fig1_png: Path) -> dict:
+        """One method of one task (the first method also runs the ranking-fidelity part, Fig. 1 rides with
+        the ENAS method on its task): the independent piece --jobs runs in parallel."""
+        method, space, strategy = METHODS[index]
+        out = {"fidelity": [], "per_arch": [], "points": {}, "fig1": []}
+        if index == 0:
+            reason = missing(task, "nar")
+            if reason:
+                out["fidelity"] = [{"task": task, "search": f"not run: {reason}"}]
+            else:
+                out["fidelity"], out["per_arch"], out["points"] = self.fidelity(task)
+        reason = missing(task, space)
+        out["methods"] = ([{"task": task, "method": method, "seeds": f"not run: {reason}"}] if reason
+                          else self.method_rows(task, method, space, strategy))
+        if space == "enas" and task == FIG1_TASK and not reason:
+            out["fig1"] = self.fig1(task, fig1_png)
+        out["images"] = dict(self.images)
+        out["classes"] = {e.cfg.task: e.data.num_classes for e in self.searches.values()}
+        return out
 
-        search_rate = self.images["search_s"] / max(self.images["search"], 1)
-        train_rate = self.images["train_s"] / max(self.images["train"], 1)
-        seeds = len(full["seeds"])
-        total = 0.0
-        for task in tasks:
-            demo = {**PRESETS["demo"], **PRESETS[preset_key(task, "demo")], **full["search"], **full["fig1"]}
-            searches = 1 + 3 * seeds + (task == FIG1_TASK)  # no-PreTrain, NAR/random/ENAS per seed, Fig. 1 off
-            trains = 2 * full["k"] + 3 * seeds
-            total += (searches * demo["epochs"] * demo["steps_per_epoch"] * demo["batch_size"] * search_rate
-                      + trains * full["budget"][task].steps * full["budget"][task].batch_size * train_rate)
-        return total
+
+def full_mode_estimate(images: dict, full: dict, tasks: Sequence[str]) -> float:
+    """Seconds the full mode would take here (one job) for these tasks, from this run's seconds per search /
+    training image (every search at its task's demo-preset size: rough)."""
+    from facenar.config import preset_key
+    from facenar.search.config import PRESETS
+
+    search_rate = images["search_s"] / max(images["search"], 1)
+    train_rate = images["train_s"] / max(images["train"], 1)
+    seeds = len(full["seeds"])
+    total = 0.0
+    for task in tasks:
+        demo = {**PRESETS["demo"], **PRESETS[preset_key(task, "demo")], **full["search"], **full["fig1"]}
+        nar = sum(space == "nar" for _, space, _ in METHODS)
+        searches = 1 + len(METHODS) * seeds + (task == FIG1_TASK)  # + no-PreTrain and Fig. 1's penalty-off
+        trains = 2 * full["k"] + len(METHODS) * seeds + 2 * nar * seeds  # + two hand-made per NAR strategy
+        total += (searches * demo["epochs"] * demo["steps_per_epoch"] * demo["batch_size"] * search_rate
+                  + trains * full["budget"][task].steps * full["budget"][task].batch_size * train_rate)
+    return total
+
+
+def summary_row(task: str, method: str, accs: list[float], costs: list[tuple[int, int]], images: int) -> dict:
+    """One row of the against-its-baselines table: mean stand-alone top-1 over the seeds and its spread
+    ("sd" also goes to reading() and the Pareto analysis, not to the table)."""
+    sd = statistics.stdev(accs) if len(accs) > 1 else None
+    return {"task": task, "method": method, "seeds": len(accs), "standalone_top1": round(statistics.mean(accs), 4),
+            "spread": "1 seed" if sd is None else f"sd {sd:.4f}, {min(accs):.4f}-{max(accs):.4f}", "sd": sd,
+            "params_M": round(statistics.mean(c[0] for c in costs) / 1e6, 3),
+            "MMACs": round(statistics.mean(c[1] for c in costs) / 1e6, 2), "shared_train_images": images}
+
+
+def is_handmade(row: dict) -> bool:
+    return "(hand-made" in row["method"]
+
+
+def pareto_points(methods: list[dict], per_arch: list[dict], task: str) -> list[dict]:
+    """Every network of the task trained stand-alone here, once: the methods' picks and the hand-made
+    alternatives (means over seeds) and the ranking-fidelity architectures (training seed 0), each marked
+    with whether it lies on the stand-alone front (higher top-1 at no more MACs)."""
+    from facenar.search.pareto import front
+
+    points = [{"label": row["method"], "kind": "hand-made" if is_handmade(row) else "pick",
+               "accuracy": row["standalone_top1"], "MMACs": row["MMACs"], "sd": row["sd"]}
+              for row in methods if row["task"] == task and "standalone_top1" in row]
+    seen = set()
+    for row in per_arch:
+        if row["task"] == task and row["codes"] not in seen:
+            seen.add(row["codes"])
+            points.append({"label": f"{row['arch']} ({row['codes']})", "kind": "architecture",
+                           "accuracy": row["standalone_top1"], "MMACs": row["MMACs"], "sd": None})
+    kept = set(front(points, "MMACs"))
+    return [{**point, "front": i in kept} for i, point in enumerate(points)]
+
+
+def pareto_reading(methods: list[dict], per_arch: list[dict]) -> str:
+    """Per task: which picks lie on the stand-alone Pareto front, and each NAR strategy's pick against the
+    two hand-made networks at its MACs, with whether the difference exceeds the larger seed sd."""
+    lines = []
+    for task in dict.fromkeys(row["task"] for row in methods if "standalone_top1" in row):
+        points = pareto_points(methods, per_arch, task)
+        picks = [p for p in points if p["kind"] == "pick"]
+        parts = [f"{task}: on the stand-alone Pareto front (top-1 vs MACs over {len(points)} networks trained here): "
+                 + ", ".join(f"{p['label']} {'yes' if p['front'] else 'no'}" for p in picks)]
+        rows = [row for row in methods if row["task"] == task and "standalone_top1" in row]
+        for pick, handmade in ((row, [r for r in rows[i + 1:i + 3] if is_handmade(r)]) for i, row in enumerate(rows)
+                               if not is_handmade(row)):
+            for other in handmade:
+                gap = pick["standalone_top1"] - other["standalone_top1"]
+                sds = [sd for sd in (pick["sd"], other["sd"]) if sd is not None]
+                verdict = (f"{'more than' if abs(gap) > max(sds) else 'within'} one seed sd ({max(sds):.3f})" if sds
+                           else "one seed: no spread")
+                parts.append(f"{pick['method']} {'leads' if gap >= 0 else 'trails'} {other['method'].split(' (')[0]} "
+                             f"by {abs(gap):.3f}, {verdict}")
+        lines.append("; ".join(parts))
+    return ". ".join(lines) if lines else "no method ran"
 
 
 def reading(fidelity: list[dict], methods: list[dict], per_arch: list[dict], classes: dict[str, int]) -> str:
     """The plain reading of these tables, computed from them so it stays true when the numbers change:
     how far stand-alone accuracy sits from chance, whether each rank agreement is significant, and
-    whether the best method's lead exceeds the seed spread."""
+    whether the best search method's lead exceeds the seed spread."""
     lines = []
     for task in dict.fromkeys(row["task"] for row in per_arch):
         tops = [row["standalone_top1"] for row in per_arch if row["task"] == task]
@@ -249,18 +336,49 @@ def reading(fidelity: list[dict], methods: list[dict], per_arch: list[dict], cla
             if row["task"] == task and "kendall_p" in row:
                 verdict = "significant" if row["kendall_p"] < 0.05 else "not told apart from no agreement"
                 line += f"; {row['search']}: tau {row['kendall_tau']:.2f} (p {row['kendall_p']:.2f}, {verdict})"
-        ranked = sorted((row for row in methods if row["task"] == task and "standalone_top1" in row),
-                        key=lambda row: -row["standalone_top1"])
+        ranked = sorted((row for row in methods if row["task"] == task and "standalone_top1" in row
+                         and not is_handmade(row)), key=lambda row: -row["standalone_top1"])
         if len(ranked) > 1:
             best, second = ranked[:2]
             if best["sd"] is None or second["sd"] is None:
                 line += "; one seed: no spread to compare the methods against"
             else:
                 gap, noise = best["standalone_top1"] - second["standalone_top1"], max(best["sd"], second["sd"])
-                line += (f"; best method {best['method']} leads {second['method']} by {gap:.3f}, "
+                line += (f"; best search method {best['method']} leads {second['method']} by {gap:.3f}, "
                          f"{'more than' if gap > noise else 'within'} one seed sd ({noise:.3f})")
         lines.append(line)
     return "; ".join(lines) if lines else "no task ran"
+
+
+def pareto_plot(methods: list[dict], per_arch: list[dict], tasks: Sequence[str], path: Path) -> None:
+    """Stand-alone top-1 against MACs, one panel per task: picks and hand-made networks with their seed sd,
+    the ranking-fidelity architectures in grey, the front as a step line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+    styles = {"pick": dict(marker="o", ms=8), "hand-made": dict(marker="s", ms=7, mfc="none"),
+              "architecture": dict(marker=".", ms=6, color="0.6")}
+    for ax, task in zip(axes[0], tasks):
+        points = pareto_points(methods, per_arch, task)
+        for point in points:
+            label = None if point["kind"] == "architecture" else point["label"]
+            ax.errorbar(point["MMACs"], point["accuracy"], yerr=point["sd"] or 0, linestyle="none", capsize=3,
+                        label=label, **styles[point["kind"]])
+        edge = sorted((p for p in points if p["front"]), key=lambda p: p["MMACs"])
+        ax.step([p["MMACs"] for p in edge], [p["accuracy"] for p in edge], where="post", color="k", lw=0.8,
+                alpha=0.6, label="stand-alone Pareto front")
+        ax.set_xlabel("multiply-adds (M)")
+        ax.set_ylabel("stand-alone top-1 (fixed budget)")
+        ax.set_title(f"{task}: picks (o), hand-made at their MACs (squares), other trained networks (grey)",
+                     fontsize=8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
 
 
 def fig1_table(rows: list[dict], task: str, pretrain_epochs: int) -> list[dict]:
@@ -294,33 +412,65 @@ def scatter(points: dict[str, list[tuple[float, float]]], path: Path) -> None:
     plt.close(fig)
 
 
+def run_unit(settings: dict, task: str, index: int, data: str | None, preset: str, device: str, fig1_png: Path,
+             threads: int) -> dict:
+    """One unit (Evidence.unit) in a worker process of --jobs: its own run folders and thread count."""
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory(prefix="facenar-evidence-") as tmp:
+        return Evidence(settings, Path(tmp), data, preset, device).unit(task, index, fig1_png)
+
+
+def worker_threads(jobs: int) -> int:
+    """This machine's cores split between the --jobs workers (at least one thread each)."""
+    return max(1, len(os.sched_getaffinity(0)) // jobs)
+
+
+def run_units(s: dict, tasks: Sequence[str], data: str | None, preset: str, device: str, fig1_png: Path,
+              jobs: int) -> list[dict]:
+    """Every (task, method) unit, in report order. One job: in this process, sharing searches and trainings
+    between units; more: that many worker processes splitting this machine's cores (the numbers are the
+    same, each unit is seeded on its own; only the wall time changes)."""
+    units = [(task, index) for task in tasks for index in range(len(METHODS))]
+    if jobs == 1:
+        with tempfile.TemporaryDirectory(prefix="facenar-evidence-") as tmp:
+            evidence = Evidence(s, Path(tmp), data, preset, device)
+            results = []
+            for task, index in units:
+                before = dict(evidence.images)
+                result = evidence.unit(task, index, fig1_png)
+                result["images"] = {k: v - before[k] for k, v in result["images"].items()}  # this unit's share
+                results.append(result)
+            return results
+    threads = worker_threads(jobs)
+    heavy_first = sorted(units, key=lambda unit: unit[1] not in (0, len(METHODS) - 1))  # fidelity, ENAS: longest
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {unit: pool.submit(run_unit, s, *unit, data, preset, device, fig1_png, threads)
+                   for unit in heavy_first}
+        return [futures[unit].result() for unit in units]
+
+
 def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLOT, data: str | None = None,
-        tasks: Sequence[str] = TASKS, preset: str = "demo") -> Section:
+        tasks: Sequence[str] = TASKS, preset: str = "demo", jobs: int = 1) -> Section:
     s = SETTINGS[quick]
     start = time.perf_counter()
-    fidelity, per_arch, methods, points, notes, fig1 = [], [], [], {}, [], []
+    fidelity, per_arch, methods, points, notes, fig1, classes = [], [], [], {}, [], [], {}
+    images = {"search": 0, "search_s": 0.0, "train": 0, "train_s": 0.0}
     fig1_png = Path(plot).with_name(FIG1_NAME)
-    with tempfile.TemporaryDirectory(prefix="facenar-evidence-") as tmp:
-        evidence = Evidence(s, Path(tmp), data, preset, device)
-        for task in tasks:
-            reason = missing(task, "nar")
-            if reason:
-                fidelity.append({"task": task, "search": f"not run: {reason}"})
-            else:
-                summary, archs, task_points = evidence.fidelity(task)
-                fidelity += summary
-                per_arch += archs
-                points.update(task_points)
-            for method, space in METHODS:
-                reason = missing(task, space)
-                methods.append({"task": task, "method": method, "seeds": f"not run: {reason}"} if reason
-                               else evidence.method_row(task, method, space))
-        fig1_reason = missing(FIG1_TASK, "enas") or (None if FIG1_TASK in tasks else f"needs --task {FIG1_TASK}")
-        if not fig1_reason:
-            fig1 = evidence.fig1(FIG1_TASK, fig1_png)
-        if points:
-            scatter(points, Path(plot))
-        classes = {e.cfg.task: e.data.num_classes for e in evidence.searches.values()}
+    pareto_png = Path(plot).with_name(PARETO_NAME)
+    for result in run_units(s, tasks, data, preset, device, fig1_png, jobs):
+        fidelity += result["fidelity"]
+        per_arch += result["per_arch"]
+        points.update(result["points"])
+        methods += result["methods"]
+        fig1 += result["fig1"]
+        classes.update(result["classes"])
+        images = {k: v + result["images"][k] for k, v in images.items()}
+    fig1_reason = missing(FIG1_TASK, "enas") or (None if FIG1_TASK in tasks else f"needs --task {FIG1_TASK}")
+    if points:
+        scatter(points, Path(plot))
+    ran = [task for task in tasks if any(row["task"] == task and "standalone_top1" in row for row in methods)]
+    if ran:
+        pareto_plot(methods, per_arch, ran, pareto_png)
     budgets = "; ".join(f"{task} {b.steps} SGD steps of {b.batch_size} images" for task, b in s["budget"].items()
                         if task in tasks)
     b = next(iter(s["budget"].values()))  # lr and seed are the same for every task
@@ -336,10 +486,15 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                  f"(derived, greedy, baseline, {s['k'] - 3} random spread over the MAC range of {s['pool']} uniform "
                  f"samples; duplicates counted once); stand-alone budget: {budgets} "
                  f"(Nesterov, lr {b.lr} cosine, seed {b.seed}, the task's search head + loss), then top-1 "
-                 f"on the whole val split; random search + weight sharing = uniform paths for all epochs, best of "
-                 f"{s['random_ws_samples']} uniform samples by shared-weight reward")
+                 f"on the whole val split. Each strategy's pick is trained with that seed; the hand-made networks "
+                 f"(all conv3x3, uniformly width-scaled to the MAC count nearest the strategy's mean pick MACs, "
+                 f"channels in multiples of 8; the search's backbone and the next shallower one of its family) "
+                 f"with training seeds {list(s['seeds'])}, so their spread is the training seed's, the picks' the "
+                 f"search seed's; MMACs and params_M of the networks without the task's head")
     if points:
         notes.append(f"scatter plot: {plot}")
+    if ran:
+        notes.append(f"Pareto plot (stand-alone top-1 against MACs, every network trained here): {pareto_png}")
     if fig1:
         notes.append(f"Fig. 1 plot: {fig1_png} (left: KL(p_skip || 0.5), right: mean skip probability). Its two "
                      f"searches: ENAS on {FIG1_TASK}, {preset} preset with {s['search'] | s['spaces']['enas'] | s['fig1']}"
@@ -348,7 +503,8 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                      "with the controller's 1.5 tanh cap p stays in [0.18, 0.82], so at most ~0.21. It shows the "
                      "mechanism of the paper's Fig. 1 (free skip probabilities drift away from 0.5, the penalty holds "
                      "them near its target), not that dense skips give worse networks")
-    notes.append("what this shows: " + reading(fidelity, methods, per_arch, classes) + ". What it does NOT show: "
+    notes.append("what this shows: " + reading(fidelity, methods, per_arch, classes) + ". "
+                 + pareto_reading(methods, per_arch) + ". What it does NOT show: "
                  "these are small networks on synthetic demo data (random faces, drawn shapes) with short budgets and "
                  "at most a few seeds, so they say nothing about NAR on real faces or CIFAR-10. "
                  "Run the same tables on a real proxy split with `python -m benchmarks.search_evidence --data "
@@ -357,11 +513,13 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
     if quick:
         notes.append(f"quick mode: a smoke test of the method, not evidence. Full mode (demo-preset searches, "
                      f"K = {SETTINGS[False]['k']}, {len(SETTINGS[False]['seeds'])} seeds) estimated from this run's "
-                     f"seconds per image at {evidence.full_mode_estimate(SETTINGS[False], tasks) / 60:.0f} min for "
-                     f"{', '.join(tasks)} on this machine (rough: search overheads scale differently). The full "
+                     f"seconds per image at {full_mode_estimate(images, SETTINGS[False], tasks) / 60:.0f} min for "
+                     f"{', '.join(tasks)} on this machine with one job (rough: search overheads scale differently). The full "
                      f"mode's reports, quoted in docs/guides/search-evidence.md: {FULL_REPORTS}")
-    notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in
-                                                                            machine_info().items()))
+    info = machine_info()
+    if jobs > 1:  # the workers' threads, not this process's
+        info["torch threads"] = f"{worker_threads(jobs)} in each of {jobs} worker processes (--jobs {jobs})"
+    notes.append(f"this run: {time.perf_counter() - start:.0f} s; " + ", ".join(f"{k}: {v}" for k, v in info.items()))
     section.notes.extend(notes)
     return section
 
@@ -384,6 +542,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--task", choices=TASKS, help="only this task (default: every task)")
     parser.add_argument("--preset", default="demo", choices=["demo", "paper"], help="search preset (default demo)")
     parser.add_argument("--device", default="cpu", type=device_option, choices=["cpu", "cuda"])
+    parser.add_argument("--jobs", type=number(int, min=1, max=limits.WORKERS), default=1,
+                        help="run the (task, method) units in this many processes, splitting the cores between them "
+                             "(default 1: one process, searches shared between units; same numbers either way)")
     parser.add_argument("--force", action="store_true", help="overwrite --out even if it is not an earlier report")
     args = parser.parse_args(argv)
     if args.data and not args.task:
@@ -392,8 +553,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plot = out.with_name(PLOT_NAME) if out else DEFAULT_PLOT
     check_outputs(args.force or _earlier_report(out), files={"--out": out}, inputs={"--data": args.data})
     # this command's own file names: always regenerated
-    check_outputs(True, files={"plot": plot, "Fig. 1 plot": plot.with_name(FIG1_NAME)}, inputs={"--data": args.data})
-    section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset)
+    check_outputs(True, files={"plot": plot, "Fig. 1 plot": plot.with_name(FIG1_NAME),
+                               "Pareto plot": plot.with_name(PARETO_NAME)}, inputs={"--data": args.data})
+    section = run(args.quick, args.device, plot, args.data, [args.task] if args.task else TASKS, args.preset,
+                  args.jobs)
     if out:
         write_text_atomic(out, section.markdown())
         print(f"wrote {out} (its plots lie next to it; the notes name them)")

@@ -101,9 +101,9 @@ def test_fig1_table_puts_both_runs_side_by_side_per_epoch(tmp_path):
 
 def test_fig1_is_not_run_without_the_cifar10_task(monkeypatch):
     monkeypatch.setattr(search_evidence.Evidence, "fidelity", lambda self, task: ([], [], {}))
-    monkeypatch.setattr(search_evidence.Evidence, "method_row", lambda self, task, method, space: {})
+    monkeypatch.setattr(search_evidence.Evidence, "method_rows", lambda self, task, method, space, strategy: [])
     monkeypatch.setattr(search_evidence.Evidence, "fig1", lambda *a: pytest.fail("Fig. 1 needs cifar10"))
-    monkeypatch.setattr(search_evidence.Evidence, "full_mode_estimate", lambda self, full, tasks: 0.0)
+    monkeypatch.setattr(search_evidence, "full_mode_estimate", lambda images, full, tasks: 0.0)
     text = search_evidence.run(quick=True, tasks=["face"]).markdown()
     assert "| cifar10 | not run: needs --task cifar10 |" in text
 
@@ -119,8 +119,9 @@ def test_cli_refuses_bad_options_before_any_work(tmp_path):
 
 
 TINY = dict(search=dict(epochs=2, pretrain_epochs=1, steps_per_epoch=2, batch_size=16, controller_steps=1,
-                        controller_samples=2, val_batch=16, derive_samples=1, random_samples=0),
-            spaces=dict(enas=dict(layers=3, channels=8)), fig1={}, k=5, pool=12, random_ws_samples=2, seeds=(0,),
+                        controller_samples=2, val_batch=16, derive_samples=1, random_samples=0, population=3,
+                        tournament=2, evolution_cycles=2),
+            spaces=dict(enas=dict(layers=3, channels=8)), fig1={}, k=5, pool=12, seeds=(0,),
             budget=dict(face=Budget(steps=2, batch_size=16), cifar10=Budget(steps=2, batch_size=16)))
 
 
@@ -133,22 +134,28 @@ def test_tiny_end_to_end_run(tiny_demo, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(search_evidence.SETTINGS, True, TINY)
     trained = []
     real_train = evidence_tools.train_from_scratch
-    monkeypatch.setattr(search_evidence, "train_from_scratch",
-                        lambda arch, *a, **k: trained.append(tuple(arch.codes)) or real_train(arch, *a, **k))
+    monkeypatch.setattr(search_evidence, "train_from_scratch",  # (arch, cfg, data, budget, device)
+                        lambda arch, *a, **k: trained.append((repr(arch.to_dict()), a[2].seed))
+                        or real_train(arch, *a, **k))
     out = tmp_path / "evidence.md"
     assert search_evidence.main(["--quick", "--data", str(proxy), "--task", "face", "--out", str(out)]) == 0
     text = out.read_text()
     assert text.startswith(f"## {search_evidence.TITLE}")
     assert "| face | with PreTrain | 5 |" in text or "| face | with PreTrain | 4 |" in text  # greedy may = derived
     assert "| face | no PreTrain |" in text
-    assert "| face | random search + weight sharing | 1 |" in text and "| 64 |" in text  # 2 epochs x 2 x 16 images
+    for method in ("enas (controller)", "random (weight sharing)", "evolution"):
+        assert f"| face | NAR + {method} | 1 |" in text
+        assert f"at the {method.split()[0]} pick's MACs) | 1 |" in text  # its two hand-made networks
+    assert "| face | iresnet10 x" in text and "| 64 |" in text  # the shallower backbone; 2 epochs x 2 x 16 images
+    assert "on the stand-alone Pareto front" in text
+    assert (tmp_path / search_evidence.PARETO_NAME).stat().st_size > 0
     if search_evidence.missing("face", "enas") is None:  # once the engine has --space enas
         assert "| face | ENAS, searchable skips | 1 |" in text
     assert (tmp_path / search_evidence.PLOT_NAME).stat().st_size > 0
     assert len(trained) == len(set(trained))  # every architecture trained once, shared between both parts
     assert search_evidence._earlier_report(out)  # a rerun may replace it without --force
     log = capsys.readouterr().err.splitlines()  # one progress line per search and per stand-alone training
-    assert sum(line.startswith("search_evidence: search") for line in log) >= 3  # PreTrain, none, random-WS
+    assert sum(line.startswith("search_evidence: search") for line in log) >= 4  # PreTrain, none, random, evolution
     assert sum(line.startswith("search_evidence: stand-alone") for line in log) == len(trained)
 
 
@@ -202,7 +209,7 @@ def test_reading_states_chance_significance_and_seed_spread():
     assert text.startswith("cifar10: stand-alone top-1 0.700-0.950 (chance 0.100)")
     assert "with PreTrain: tau 0.60 (p 0.01, significant)" in text
     assert "no PreTrain: tau 0.10 (p 0.70, not told apart from no agreement)" in text
-    assert "best method B leads A by 0.100, more than one seed sd (0.050)" in text
+    assert "best search method B leads A by 0.100, more than one seed sd (0.050)" in text
     methods[0]["standalone_top1"] = 0.87
     assert "leads A by 0.030, within one seed sd (0.050)" in search_evidence.reading(fidelity, methods, per_arch,
                                                                                      {"cifar10": 10})
@@ -214,3 +221,47 @@ def test_full_mode_reports_named_in_quick_notes_exist():
     repo = Path(search_evidence.__file__).resolve().parent.parent
     for report in search_evidence.FULL_REPORTS.split(", "):
         assert (repo / report).read_text().startswith(f"## {search_evidence.TITLE}\n")
+
+
+def test_hand_made_alternatives_match_the_pick_macs_on_the_baseline_and_the_next_shallower_backbone():
+    from facenar.space.arch import Arch, feature_size, shallower
+
+    assert (shallower("iresnet50"), shallower("iresnet18"), shallower("resnet18")) == ("iresnet34", "iresnet10",
+                                                                                       "resnet10")
+    with pytest.raises(UserError, match="shallowest"):
+        shallower("iresnet10")
+    template = Arch("iresnet18", [1, 2, 3, 0, 1, 2, 3, 0], ["conv3x3", "dwconv3x3", "max3x3", "avg3x3"], 0.25, 32, 64)
+    target = 5.36e6
+    (scaled_name, scaled), (shallow_name, shallow) = evidence_tools.handmade_alternatives(template, target)
+    assert (scaled.backbone, shallow.backbone) == ("iresnet18", "iresnet10")
+    for arch in (scaled, shallow):
+        assert set(arch.codes) == {0} and arch.embedding_size == 64 and arch.input_size == 32  # all conv3x3
+        macs = evidence_tools.arch_cost(arch)[1]
+        for step in (-1, 1):  # no neighbouring channel plan comes nearer the target
+            other = evidence_tools.at_macs(template, arch.backbone, macs + step * 1.0)
+            assert abs(evidence_tools.arch_cost(other)[1] - target) >= abs(macs - target) or other == arch
+    assert abs(evidence_tools.arch_cost(scaled)[1] - target) / target < 0.05
+    assert scaled_name.startswith("iresnet18 baseline x") and shallow_name.startswith("iresnet10 x")
+    resnet = evidence_tools.at_macs(Arch("resnet18", [0] * 8, width=0.25, input_size=32), "resnet10", 2e7)
+    assert resnet.embedding_size == feature_size(resnet.width) != 128  # a ResNet's embedding: its pooled features
+
+
+def test_pareto_reading_says_which_picks_are_on_the_front_and_compares_each_with_its_hand_made_networks():
+    row = search_evidence.summary_row
+    methods = [row("face", "NAR + enas (controller)", [0.50, 0.56], [(1, 5_000_000)] * 2, 10),
+               row("face", "iresnet18 baseline x0.17 width (hand-made, at the enas pick's MACs)", [0.40, 0.42],
+                   [(1, 5_100_000)] * 2, 0),
+               row("face", "iresnet10 x0.19 width (hand-made, at the enas pick's MACs)", [0.60, 0.61],
+                   [(1, 4_000_000)] * 2, 0),
+               row("face", "ENAS, searchable skips", [0.1, 0.2], [(1, 8_000_000)] * 2, 10)]
+    per_arch = [{"task": "face", "arch": "baseline", "codes": "0000", "standalone_top1": 0.7, "MMACs": 13.6}]
+    points = search_evidence.pareto_points(methods, per_arch, "face")
+    assert [p["front"] for p in points] == [False, False, True, False, True]  # iresnet10 dominates the pick
+    text = search_evidence.pareto_reading(methods, per_arch)
+    assert "face: on the stand-alone Pareto front (top-1 vs MACs over 5 networks trained here): " \
+           "NAR + enas (controller) no, ENAS, searchable skips no" in text
+    assert "NAR + enas (controller) leads iresnet18 baseline x0.17 width by 0.120, more than one seed sd" in text
+    assert "NAR + enas (controller) trails iresnet10 x0.19 width by 0.075, more than one seed sd (0.042)" in text
+    methods[2]["standalone_top1"] = 0.55
+    assert "trails iresnet10 x0.19 width by 0.020, within one seed sd" in search_evidence.pareto_reading(methods,
+                                                                                                          per_arch)

@@ -20,12 +20,16 @@ from facenar_runtime import limits
 from facenar_runtime.cli import checked_value, number
 
 # Blocks per stage: IR blocks (insightface iresnet) or BasicBlocks (He et al.'s ResNet, torchvision);
-# stage widths are 64/128/256/512 times `width`.
+# stage widths are 64/128/256/512 times `width`. The 10-layer members (one block per stage) are each
+# family's next shallower network below its 18-layer one: the hand-made alternative the search evidence
+# trains against a pick from an 18-layer space.
 BACKBONES: dict[str, tuple[int, int, int, int]] = {
+    "iresnet10": (1, 1, 1, 1),
     "iresnet18": (2, 2, 2, 2),
     "iresnet34": (3, 4, 6, 3),
     "iresnet50": (3, 4, 14, 3),
     "iresnet100": (3, 13, 30, 3),
+    "resnet10": (1, 1, 1, 1),
     "resnet18": (2, 2, 2, 2),
     "resnet34": (3, 4, 6, 3),
 }
@@ -45,6 +49,16 @@ def family(backbone: str) -> str:
     if backbone not in BACKBONES:
         raise UserError(f"unknown backbone {backbone!r}; choose one of {', '.join(BACKBONES)}")
     return next(name for name in FAMILIES if backbone.rstrip("0123456789") == name)
+
+
+def shallower(backbone: str) -> str:
+    """The next shallower member of the backbone's family (fewest blocks first): iresnet34 for iresnet50,
+    iresnet10 for iresnet18; an error below the smallest."""
+    members = sorted((name for name in BACKBONES if family(name) == family(backbone)), key=lambda n: sum(BACKBONES[n]))
+    index = members.index(backbone)
+    if index == 0:
+        raise UserError(f"{backbone} is the shallowest {family(backbone)} facenar knows")
+    return members[index - 1]
 
 
 def scale_channels(channels: int, width: float) -> int:
