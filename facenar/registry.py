@@ -1,4 +1,4 @@
-"""Named registries where the project grows (tasks, search spaces, operators, search strategies).
+"""Named registries where the project grows (tasks, search spaces, operators, search strategies, report metrics).
 
 Each entry registers itself, by name and with a one-line summary, in the module that defines it:
 

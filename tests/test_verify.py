@@ -18,11 +18,12 @@ from facenar.verify import benches as bench_lib, cli as verify_cli
 from facenar.space.arch import Arch
 from facenar.space.iresnet import build_child
 from facenar.checkpoint import save_model
+from facenar.verify.eer import equal_error_rate
 from facenar.verify.embed import decode_images
 from facenar.verify.metrics import evaluate_distances
 from facenar.verify.metrics_reference import reference_evaluate
 
-KEYS = {"accuracy", "std", "threshold", "val", "val_std", "far", "xnorm", "auc", "pairs"}
+KEYS = {"accuracy", "std", "threshold", "val", "val_std", "far", "xnorm", "auc", "pairs", "eer"}
 BENCHES = ("lfw", "cfp_fp", "agedb_30")
 
 
@@ -70,6 +71,7 @@ def test_cli_table_json_csv_plot_embeddings(tiny_demo, checkpoint, tmp_path, cap
     lines = stdout.strip().splitlines()
     assert lines[0].split()[:3] == ["bench", "pairs", "accuracy"]
     assert [line.split()[0] for line in lines[1:]] == list(BENCHES)
+    assert lines[0].split()[-2:] == ["EER", "%"]
 
     report = json.loads(out["json"].read_text())
     assert list(report) == list(BENCHES)
@@ -83,8 +85,9 @@ def test_cli_table_json_csv_plot_embeddings(tiny_demo, checkpoint, tmp_path, cap
         emb, issame, xnorm = oracle_embeddings(model, tiny_demo / f"{name}.bin")
         dist = np.sum((emb[0::2] - emb[1::2]) ** 2, 1)
         want = (reference_evaluate if name == "lfw" else evaluate_distances)(dist, issame)
-        for key in KEYS - {"xnorm"}:
+        for key in KEYS - {"xnorm", "eer"}:
             assert got[key] == pytest.approx(want[key], abs=1e-6), (name, key)
+        assert got["eer"] == pytest.approx(equal_error_rate(dist, issame), abs=1e-6)
         assert got["xnorm"] == pytest.approx(xnorm, rel=1e-5)
         np.testing.assert_allclose(saved[f"{name}_embeddings"], emb, atol=1e-5)
         np.testing.assert_array_equal(saved[f"{name}_issame"], issame)
@@ -93,6 +96,7 @@ def test_cli_table_json_csv_plot_embeddings(tiny_demo, checkpoint, tmp_path, cap
         rows = list(csv.DictReader(handle))
     assert [row["bench"] for row in rows] == list(BENCHES)
     assert float(rows[0]["accuracy"]) == report["lfw"]["accuracy"] and int(rows[0]["pairs"]) == report["lfw"]["pairs"]
+    assert float(rows[0]["eer"]) == report["lfw"]["eer"]
     assert out["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # outputs exist now: without --force nothing is overwritten
@@ -154,8 +158,8 @@ def test_real_small_lfw_bin_all_positive(realdata, checkpoint, tmp_path, capsys)
     assert "no different-identity pairs" in err
     got = json.loads(out.read_text())["small_lfw"]
     assert got["pairs"] == 10 and 0.0 <= got["accuracy"] <= 1.0
-    assert got["val"] is None and got["far"] is None and got["auc"] is None
-    assert "small_lfw" in stdout and "n/a" in stdout
+    assert got["val"] is None and got["far"] is None and got["auc"] is None and got["eer"] is None
+    assert "small_lfw" in stdout and "n/a" in stdout and "EER %" in stdout
 
 
 def test_other_image_sizes_are_resized_with_a_warning(tiny_demo, tmp_path):

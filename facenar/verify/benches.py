@@ -2,7 +2,8 @@
 
 The protocol (facenar.verify.metrics) reproduces insightface's numbers; this module feeds it: load and
 decode each bench once (cached, because training verifies every N steps), embed with flip,
-report. Accepts facenar checkpoints and insightface-layout ONNX models.
+report (every metric registered in facenar.verify.report). Accepts facenar checkpoints and
+insightface-layout ONNX models.
 The command line (python -m facenar.verify) is facenar/verify/cli.py.
 """
 from __future__ import annotations
@@ -18,8 +19,8 @@ from facenar_runtime.errors import UserError
 from facenar_runtime.paths import facenar_home
 from facenar.verify import metrics
 from facenar.verify.embed import OnnxEmbedder, TorchEmbedder, decode_images, embed_images
+from facenar.verify.report import PairScores, compute_report
 
-COLUMNS = ("accuracy", "std", "threshold", "val", "val_std", "far", "xnorm", "auc", "pairs")
 _CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}   # decoded images, issame
 _CACHE_SIZE = 8
 
@@ -35,7 +36,7 @@ class Bench:
 
 @dataclass
 class BenchResult:
-    metrics: dict
+    metrics: dict               # the report: {name: value} of every registered report metric
     embeddings: np.ndarray      # L2-normalised (flip-summed) embeddings, float64
     issame: np.ndarray
     distances: np.ndarray
@@ -76,7 +77,7 @@ def check_embeddings(raw: np.ndarray, bench: Bench) -> None:
 
 
 def evaluate_bench(embedder, bench: Bench, batch_size: int = 256, flip: bool = True) -> BenchResult:
-    """Embed a bench (optionally + mirrored images) and run the protocol on it."""
+    """Embed a bench (optionally + mirrored images), run the protocol on it and compute the report."""
     plain, mirrored = embed_images(embedder, bench.images, batch_size, flip, desc=bench.name)
     raw = plain.astype(np.float64)
     norms = np.linalg.norm(raw, axis=1)
@@ -88,7 +89,8 @@ def evaluate_bench(embedder, bench: Bench, batch_size: int = 256, flip: bool = T
     distances = metrics.pair_distances(embeddings)
     result = metrics.evaluate_distances(distances, bench.issame, name=bench.name)
     result["xnorm"] = float(np.mean(norms))        # insightface: over plain and mirrored outputs
-    return BenchResult({key: result[key] for key in COLUMNS}, embeddings, bench.issame, distances)
+    report = compute_report(PairScores(distances, bench.issame, result))
+    return BenchResult(report, embeddings, bench.issame, distances)
 
 
 def verify_benches(embedder, benches: Mapping[str, str | Path], batch_size: int = 256, flip: bool = True,

@@ -28,27 +28,18 @@ from facenar_runtime import limits
 from facenar.verify import metrics, ijb_metrics
 from facenar_runtime.errors import UserError
 from facenar.verify.embed import default_workers
-from facenar.verify.benches import (COLUMNS, BenchResult, find_default_model, load_embedder, resolve_benches,
-                                    verify_benches)
+from facenar.verify.benches import BenchResult, find_default_model, load_embedder, resolve_benches, verify_benches
+from facenar.verify.report import REPORT_METRICS, table_columns
 from facenar.dist import device_option, resolve_device
 from facenar.speed import add_speed_options
 
 
-def _cell(value, digits: int, scale: float = 1.0) -> str:
-    return "n/a" if math.isnan(value) else f"{value * scale:.{digits}f}"
-
-
 def format_table(results: Mapping[str, dict]) -> str:
-    """One row per bench; accuracy and VAL in percent as insightface prints them."""
-    header = ("bench", "pairs", "accuracy %", "threshold", "VAL@FAR=1e-3 %", "FAR", "AUC", "XNorm")
-    rows = [header]
-    for name, m in results.items():
-        rows.append((name, str(m["pairs"]),
-                     f"{_cell(m['accuracy'], 2, 100)} +- {_cell(m['std'], 2, 100)}",
-                     _cell(m["threshold"], 3),
-                     "n/a" if math.isnan(m["val"]) else f"{_cell(m['val'], 2, 100)} +- {_cell(m['val_std'], 2, 100)}",
-                     "n/a" if math.isnan(m["far"]) else f"{m['far']:.2e}",
-                     _cell(m["auc"], 4), _cell(m["xnorm"], 3)))
+    """One row per bench, one column per report metric with a table column (accuracy and VAL in percent
+    as insightface prints them)."""
+    columns = table_columns()
+    header = ("bench", *(metric.header for _, metric in columns))
+    rows = [header] + [(name, *(metric.cell(m) for _, metric in columns)) for name, m in results.items()]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
@@ -66,10 +57,11 @@ def write_json(path, results: Mapping[str, dict]) -> None:
 def write_csv(path, results: Mapping[str, dict]) -> None:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(("bench", *COLUMNS))
+    columns = REPORT_METRICS.names()
+    writer.writerow(("bench", *columns))
     for name, m in results.items():
         writer.writerow((name, *("" if m[k] is None or (isinstance(m[k], float) and math.isnan(m[k]))
-                                 else repr(m[k]) for k in COLUMNS)))
+                                 else repr(m[k]) for k in columns)))
     write_text_atomic(path, buffer.getvalue())
 
 
@@ -107,7 +99,11 @@ def write_embeddings(path, results: Mapping[str, BenchResult]) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m facenar.verify",
                                 description="10-fold verification accuracy (insightface protocol) on .bin pair "
-                                            "files, or IJB-B / IJB-C 1:1 and 1:N (--ijb).")
+                                            "files, or IJB-B / IJB-C 1:1 and 1:N (--ijb).",
+                                epilog="The .bin report (table, --json, --csv) holds one value per bench of each "
+                                       "metric registered in facenar.verify.report (rates as fractions in [0, 1]): "
+                                       + "; ".join(f"{name}: {summary}"
+                                                   for name, summary in REPORT_METRICS.summaries().items()) + ".")
     p.add_argument("--bench", default="lfw,cfp_fp,agedb_30",
                    help="comma-separated names (DIR/NAME.bin) or .bin paths, or all (every .bin in --data) "
                         "(default lfw,cfp_fp,agedb_30)")
@@ -116,8 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "(default: newest runs/*/best.pt)")
     p.add_argument("--batch-size", type=number(int, min=1, max=limits.BATCH), default=256)
     p.add_argument("--no-flip", action="store_true", help="embed plain images only (no flip sum)")
-    p.add_argument("--json", help="write the metrics as JSON")
-    p.add_argument("--csv", help="write the metrics as CSV")
+    p.add_argument("--json", help="write the report as JSON (null: undefined)")
+    p.add_argument("--csv", help="write the report as CSV (empty: undefined)")
     p.add_argument("--plot", help="write ROC curves (PNG)")
     p.add_argument("--embeddings", help="write normalised embeddings + issame per bench (.npz)")
     p.add_argument("--device", type=device_option, default="auto", help="auto, cpu, cuda or cuda:N (default auto)")
