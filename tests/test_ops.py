@@ -64,3 +64,22 @@ def test_unknown_op_and_stride_rejected():
         build_op("sepconv3x3", 8, 8, 1)  # an ENAS branch, not a NAR operator
     with pytest.raises(ValueError, match="unknown macro operator"):
         build_enas_op("max3x3", 8)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_max_pool_without_autograd_gives_max_pool2d_values_exactly(stride):
+    from facenar.space.ops import MaxPool3x3
+
+    pool = MaxPool3x3(stride)
+    x = torch.randn(3, 5, 9, 8)
+    x[0, 0, 0, 0], x[1, 2, 4, 4], x[2, 1, 3, :] = float("nan"), float("inf"), -3.0  # NaN, inf, ties
+    expected = nn.functional.max_pool2d(x, 3, stride, 1)
+    with torch.no_grad():
+        fast = pool(x)
+    assert fast.shape == expected.shape and torch.equal(fast.isnan(), expected.isnan())
+    assert torch.equal(fast.nan_to_num(), expected.nan_to_num())
+    grad_input = x.clone().requires_grad_()  # with autograd: max_pool2d itself (its gradient's tie rule)
+    pool(grad_input).nan_to_num().sum().backward()
+    reference = x.clone().requires_grad_()
+    nn.functional.max_pool2d(reference, 3, stride, 1).nan_to_num().sum().backward()
+    assert torch.equal(grad_input.grad, reference.grad)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -103,6 +104,30 @@ def test_derive_again_reproduces_the_pick_and_honours_a_new_budget(runs, tmp_pat
                  "--population", "3", "--tournament", "2", "--max-macs", str(limit),
                  "--out", str(tmp_path / "evo.json")]) == 0
     assert json.loads((tmp_path / "evo.json").read_text())["provenance"]["macs"] <= limit
+
+
+def test_derive_reuses_the_runs_own_scores_only_for_the_same_weights(runs, tmp_path, monkeypatch, capsys):
+    from facenar.search.reward import RewardModel
+
+    run = runs / "enas"
+    stamp = json.loads((run / "pareto.json").read_text())["scored_with"]
+    assert set(stamp) == {"weights_sha256", "device", "data", "reward_bn", "amp"}
+    scored = []
+    real = RewardModel.accuracy_full
+    monkeypatch.setattr(RewardModel, "accuracy_full", lambda self, codes: scored.append(codes) or real(self, codes))
+    assert main(["derive", str(run), "--out", str(tmp_path / "reused.json")]) == 0
+    assert scored == [] and "accuracies reused" in capsys.readouterr().out  # every candidate was scored by the search
+    assert main(["derive", str(run), "--rescore", "--out", str(tmp_path / "rescored.json")]) == 0
+    reused, rescored = (json.loads((tmp_path / f"{name}.pareto.json").read_text()) for name in ("reused", "rescored"))
+    assert scored and reused["points"] == rescored["points"]  # scoring again gives the very same numbers
+    other = tmp_path / "other-weights"
+    shutil.copytree(runs / "enas-resumed", other)  # the same search resumed: equal weights, so reused too
+    pareto = json.loads((other / "pareto.json").read_text())
+    pareto["scored_with"]["weights_sha256"] = "0" * 64  # as if scored with other weights
+    (other / "pareto.json").write_text(json.dumps(pareto))
+    scored.clear()
+    assert main(["derive", str(other), "--out", str(tmp_path / "other.json")]) == 0
+    assert len(scored) == len(pareto["points"])  # nothing reused
 
 
 def test_derive_bad_input_one_error_nothing_written(runs, tmp_path):

@@ -166,6 +166,10 @@ def build_derive_parser() -> argparse.ArgumentParser:
     add(p, "--tournament", "tournament sample size S (--strategy evolution)")
     p.add_argument("--out", required=True, help="the derived architecture (JSON)")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--rescore", action="store_true",
+                   help="score every candidate again; by default an architecture the search's own derivation "
+                        "scored (RUN_DIR/pareto.json) keeps that accuracy when the weights, data, device type and "
+                        "precision are the same, since scoring it again gives the same number")
     add(p, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
     return p
 
@@ -174,7 +178,8 @@ def derive_main(argv: Sequence[str]) -> int:
     args = vars(build_derive_parser().parse_args(argv))
     from facenar.search.rederive import derive_again
 
-    derive_again(args.pop("run_dir"), Path(args.pop("out")), force=args.pop("force", False), overrides=args)
+    derive_again(args.pop("run_dir"), Path(args.pop("out")), force=args.pop("force", False),
+                 rescore=args.pop("rescore", False), overrides=args)
     return 0
 
 

@@ -30,11 +30,32 @@ class SlotCosts:
 
 def slot_costs(space, key: str) -> SlotCosts:
     """MACs ("macs") or parameters ("params") of a NAR Arch template's architectures, per slot."""
-    from facenar.space.cost import count_cost
+    fixed, per_slot = _slot_table(space.backbone, tuple(space.candidates), space.width, space.input_size,
+                                  space.embedding_size, space.granularity)[key]
+    return SlotCosts(fixed, [list(row) for row in per_slot])
 
-    uniform = [count_cost(space.with_codes([op] * space.num_slots)) for op in range(len(space.candidates))]
-    fixed = getattr(uniform[0], key) - sum(row[key] for row in uniform[0].per_slot)
-    return SlotCosts(fixed, [[report.per_slot[slot][key] for report in uniform] for slot in range(space.num_slots)])
+
+@lru_cache(maxsize=64)
+def _slot_table(backbone: str, candidates: tuple[str, ...], width: float, input_size: int, embedding_size: int,
+                granularity: str) -> dict:
+    """{key: (fixed, per-slot costs of each candidate)}: the network is counted once (meta device, the
+    slow part: a search and each `derive` build budgets and rewards from it several times), each
+    operator at each site once (facenar.space.cost.op_cost, itself cached)."""
+    from facenar.space.arch import Arch, num_slots
+    from facenar.space.cost import count_cost, op_cost
+    from facenar.space.networks import conv_sites
+
+    report = count_cost(Arch(backbone, [0] * num_slots(backbone, granularity), list(candidates), width, input_size,
+                             embedding_size, granularity))
+    table = {}
+    for index, key in enumerate(("params", "macs")):
+        per_slot = [[0] * len(candidates) for _ in report.per_slot]
+        for site in conv_sites(backbone, width, input_size, granularity):
+            for code, name in enumerate(candidates):
+                per_slot[site.slot][code] += op_cost(name, site.cin, site.cout, site.stride, site.in_size)[index]
+        fixed = getattr(report, key) - sum(row[key] for row in report.per_slot)
+        table[key] = (fixed, tuple(tuple(row) for row in per_slot))
+    return table
 
 
 def macs_model(space) -> SlotCosts:

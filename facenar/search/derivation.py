@@ -34,6 +34,7 @@ def derive(engine, arch_path: Path, strategy=None, budget=None, provenance: dict
     """Score, pick within the budget, write arch + pareto files (atomic); nothing written on an error."""
     cfg, rewards = engine.cfg, engine.rewards
     strategy, budget = strategy or engine.strategy, budget or engine.budget
+    stamp = rewards.stamp()  # before scoring (which leaves the weights as they are)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     candidates = strategy.candidates(gen, engine.scoring)
     accuracy = engine.score_candidates(candidates)
@@ -63,7 +64,7 @@ def derive(engine, arch_path: Path, strategy=None, budget=None, provenance: dict
     arch, table = engine.space.make_arch(codes, {**summary, "strategy": strategy.name, "budget": budget.limits,
                                                  **(provenance or {})})
     json_path, png_path = pareto_paths(arch_path)
-    write_pareto(json_path, png_path, points, pick, budget.limits)
+    write_pareto(json_path, png_path, points, pick, budget.limits, stamp)
     arch.save(arch_path)
     on_front = points[pick]["front"]
     where = f"on the shared-weight Pareto front of {', '.join(on_front)}" if on_front else "on no Pareto front"

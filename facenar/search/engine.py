@@ -279,10 +279,13 @@ class SearchEngine:
     def score_candidates(self, codes_list: list[list[int]]) -> list[float]:
         """Accuracy of each architecture on the whole val split with the current shared weights: the one
         place derivation scores a list of candidates. Called on rank 0; each distinct architecture is
-        scored once, on one rank (the others take their share in _serve_scoring)."""
+        scored once, on one rank (the others take their share in _serve_scoring); one whose accuracy with
+        these very weights is already known (`derive` reusing pareto.json) is not scored again."""
+        known = self.rewards.known
+        todo = [codes for codes in codes_list if tuple(codes) not in known]
         if self.ctx.distributed:
-            broadcast_object(codes_list, self.ctx)
-        accuracy = self._score_shared(codes_list)
+            broadcast_object(todo, self.ctx)
+        accuracy = {**known, **self._score_shared(todo)}
         return [accuracy[tuple(codes)] for codes in codes_list]
 
     def _serve_scoring(self) -> None:

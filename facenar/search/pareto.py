@@ -35,9 +35,12 @@ def mark_fronts(points: list[dict]) -> list[dict]:
     return [{**p, "front": [c for c in costs if i in fronts[c]]} for i, p in enumerate(points)]
 
 
-def write_pareto(json_path: Path, png_path: Path, points: list[dict], pick: int, limits: dict) -> None:
-    """pareto.json (every point, the pick's index, the limits) and pareto.png, both atomic."""
-    write_text_atomic(json_path, json.dumps({"limits": limits, "pick": pick, "points": points}, indent=1) + "\n")
+def write_pareto(json_path: Path, png_path: Path, points: list[dict], pick: int, limits: dict,
+                 scored_with: dict) -> None:
+    """pareto.json (every point, the pick's index, the limits, what the accuracies were scored with:
+    RewardModel.stamp) and pareto.png, both atomic."""
+    write_text_atomic(json_path, json.dumps({"limits": limits, "pick": pick, "points": points,
+                                             "scored_with": scored_with}, indent=1) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -45,19 +45,39 @@ def stored_search_config(run: Path) -> dict:
     return SearchConfig.upgrade(stored)
 
 
-def derive_again(run_dir: str | Path, out: Path, force: bool = False, overrides: dict | None = None):
+def derive_again(run_dir: str | Path, out: Path, force: bool = False, overrides: dict | None = None,
+                 rescore: bool = False):
     """Derive RUN_DIR's supernet into `out` under the budget in `overrides` (replacing the run's budget).
-    The run folder's lock is held meanwhile: a search still writing it is refused, and none can start."""
+    The run folder's lock is held meanwhile: a search still writing it is refused, and none can start.
+    Unless `rescore`, the accuracies in RUN_DIR/pareto.json are reused where they were scored with the
+    very weights loaded here (RewardModel.stamp)."""
     run = Path(run_dir)
     stored = stored_search_config(run)
     take_ownership(run, advice="derive when the search has finished or stopped")
     try:
-        return _derive(run, stored, out, force, dict(overrides or {}))
+        return _derive(run, stored, out, force, dict(overrides or {}), rescore)
     finally:
         release_ownership(run)
 
 
-def _derive(run: Path, stored: dict, out: Path, force: bool, overrides: dict):
+def earlier_scores(run: Path) -> dict:
+    """The run's own pareto.json (its derivation's scores), or {} where there is none or it is unreadable:
+    then everything is scored again, which is only slower."""
+    from facenar.search.engine import PARETO_JSON
+
+    path = run / PARETO_JSON
+    try:
+        scored = read_json(path, "Pareto front") if path.is_file() else {}
+        points = scored.get("points", []) if isinstance(scored, dict) else []
+        if all(isinstance(p, dict) and isinstance(p.get("accuracy"), float) and isinstance(p.get("codes"), list)
+               and all(isinstance(c, int) for c in p["codes"]) for p in points):
+            return scored
+    except UserError:
+        pass
+    return {}
+
+
+def _derive(run: Path, stored: dict, out: Path, force: bool, overrides: dict, rescore: bool):
     from facenar.search.budget import Budget
     from facenar.search.engine import SearchEngine
     from facenar.search.spaces import make_space
@@ -84,6 +104,7 @@ def _derive(run: Path, stored: dict, out: Path, force: bool, overrides: dict):
     engine = SearchEngine(SearchConfig(**{**cfg.to_dict(), "strategy": trained_by}),
                        RunDir(run), DistContext(0, 1, 0, pick_device(cfg.device)))
     engine.load()  # another version's or a foreign checkpoint: one error line
+    reused = 0 if rescore else engine.rewards.reuse(earlier_scores(run))
     strategy = engine.strategy
     if wanted != trained_by:
         strategy = STRATEGIES.get(wanted)(engine.space, cfg, engine.budget, engine.arch_gen)
@@ -91,6 +112,8 @@ def _derive(run: Path, stored: dict, out: Path, force: bool, overrides: dict):
                      provenance={"search": {"run_dir": str(run.resolve()), "data": cfg.data, "seed": cfg.seed,
                                             "epochs_trained": engine.epoch, "derived_again": True}})
     print(derived.table, flush=True)
+    reuse_note = (f"; {reused} accuracies reused from {run}'s pareto.json (same weights; --rescore scores them "
+                  "again)" if reused else "")
     print(f"derived from {run} (epoch {engine.epoch}) in {time.perf_counter() - started:.1f} s: {derived.closeness}; "
-          f"wrote {out}, {json_path.name}, {png_path.name}", flush=True)
+          f"wrote {out}, {json_path.name}, {png_path.name}{reuse_note}", flush=True)
     return derived.arch

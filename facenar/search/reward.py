@@ -3,6 +3,7 @@ with the current shared weights, optionally shaped by a cost model (multiply-add
 """
 from __future__ import annotations
 
+import hashlib
 import math
 
 import torch
@@ -22,6 +23,8 @@ class RewardModel:
     def __init__(self, supernet, head, data, correct, autocast, space, cfg):
         self.net, self.head, self.data, self.correct, self.autocast = supernet, head, data, correct, autocast
         self.weight, self.bn = cfg.cost_weight, cfg.reward_bn
+        self.settings = {"data": cfg.data, "reward_bn": cfg.reward_bn, "amp": cfg.amp}
+        self.known: dict[tuple, float] = {}  # whole-val accuracies measured earlier with these very weights
         self.target, self.cost = None, None
         if cfg.cost == "latency" and cfg.target_latency:
             self.target, self.cost = cfg.target_latency, latency_model(cfg.latency_table, space)
@@ -62,6 +65,26 @@ class RewardModel:
 
     def batch(self, batch_codes, images, labels) -> list[float]:
         return [self.shape(self.accuracy(codes, images, labels), codes) for codes in batch_codes]
+
+    def stamp(self) -> dict:
+        """What decides a whole-val accuracy: a digest of the shared weights and head (every tensor's bytes)
+        and the scoring settings. Written into pareto.json, so `derive` reuses those scores (reuse) only
+        when it scores with exactly these weights, on the same data, device type and precision."""
+        digest = hashlib.sha256()
+        for module in (self.net, self.head):
+            for name, tensor in module.state_dict().items():
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        device = next(self.head.parameters()).device.type
+        return {"weights_sha256": digest.hexdigest(), "device": device, **self.settings}
+
+    def reuse(self, scored: dict) -> int:
+        """Take the accuracies of a pareto.json (its "points") when its "scored_with" is this model's
+        stamp; how many were taken (0: other weights or settings, or an older file without a stamp)."""
+        if scored.get("scored_with") != self.stamp():
+            return 0
+        self.known = {tuple(point["codes"]): point["accuracy"] for point in scored.get("points", [])}
+        return len(self.known)
 
     def accuracy_full(self, codes) -> float:
         return self.accuracy(codes, *self.data.val_set(next(self.head.parameters()).device))
