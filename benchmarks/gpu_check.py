@@ -2,8 +2,8 @@
 
 CUDA training steps of the baseline and Ours-2 at 112 px with bf16 autocast, eager / compiled /
 channels_last (images/s, compile time apart, peak memory); the demo search's supernet steps eager vs
-compiled per op; verification embedding throughput (facenar.verify's TorchEmbedder); one-process NCCL
-initialisation. Written as a "GPU check" section of RESULTS.md and a JSON file naming the GPU.
+compiled per block and choice; verification embedding throughput (facenar.verify's TorchEmbedder);
+one-process NCCL initialisation. Written as a "GPU check" section of RESULTS.md and a JSON file naming the GPU.
 
     python -m benchmarks.gpu_check [--quick] [--json benchmarks/gpu_check.json] [--results benchmarks/RESULTS.md]
 """

@@ -99,16 +99,16 @@ def network_speed_rows(train: tuple[float, int, int], infer: tuple[float, int, i
 
 def supernet_speed_rows(repeats: int, steps: int = 4, device: str = "cpu") -> list[dict]:
     """Shared-weight training steps of the demo search's supernet on random paths, eager vs compiled per
-    candidate op (the search's --compile); compile time = one pass over every op, apart."""
+    block and choice (the search's --compile: Supernet.compile_parts); compile time = one pass over every
+    choice, apart."""
     s = DEMO_SEARCH
     torch.manual_seed(0)
     eager = Supernet(s["backbone"], width=s["width"], input_size=s["input_size"],
                      embedding_size=s["embedding_size"]).to(device).train()
     compiled = copy.deepcopy(eager)
-    count = sum(1 for name, _ in compiled.named_modules() if name.endswith(".candidates")) * compiled.num_ops
-    compile_op = op_compiler("default", device, count)
-    if compile_op is not None:
-        compiled.compile_ops(compile_op)
+    compile_fn = op_compiler("default", device, compiled.compiled_part_count())
+    if compile_fn is not None:
+        compiled.compile_parts(compile_fn)
     rng = random.Random(0)
     paths = [[rng.randrange(eager.num_ops) for _ in range(eager.num_slots)] for _ in range(64)]
     runs, position = {}, {"eager": 0, "compiled": 0}

@@ -118,10 +118,10 @@ class Compiled:
 
 
 def op_compiler(mode: str, device: torch.device | str, count: int, backend="inductor") -> Callable | None:
-    """A function compiling one small module (a supernet's candidate op), or None (mode off, or compiling
-    cannot work here: then one warning line). Every Conv2d shares one forward code object, as does every
-    Sequential, and dynamo keeps at most recompile_limit graphs per code object before it silently runs
-    eager, so the limits are raised to the `count` modules about to be compiled."""
+    """A function compiling one part of a supernet (a block's forward or a candidate op), or None (mode
+    off, or compiling cannot work here: then one warning line). Every block (every Conv2d, every
+    Sequential) shares one forward code object, and dynamo keeps at most recompile_limit graphs per code
+    object before it silently runs eager, so the limits are raised to the `count` graphs to come."""
     if mode == "off":
         return None
     problem = compiler_problem(torch.device(device)) if backend == "inductor" else None

@@ -140,8 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(run, "--device", "auto, cpu, cuda or cuda:N", type=device_option)
     add(run, "--workers", "DataLoader workers per process (default 0 on CPU; on CUDA the cores per GPU process "
                           "less one, at most 8)")
-    add(run, "--compile", "torch.compile each candidate op of the supernet with MODE (alone: default); the path "
-                          "choice stays in Python; may change on --resume", nargs="?", const="default",
+    add(run, "--compile", "torch.compile the supernet's blocks, once per choice, with MODE (alone: default); the "
+                          "path choice stays in Python; may change on --resume", nargs="?", const="default",
         choices=COMPILE_MODES, metavar="MODE")
     # simulates a kill in tests
     run.add_argument("--stop-after-epochs", type=number(int, min=0, max=limits.EPOCHS), help=argparse.SUPPRESS)

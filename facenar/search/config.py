@@ -119,7 +119,7 @@ class SearchConfig(RunConfig):
     seed: int = 0
     device: str = "auto"
     workers: int | None = None           # None: 0 on CPU; on CUDA the cores per GPU process, less one
-    compile: str = "off"                 # torch.compile mode of each candidate op (facenar.speed); off = eager
+    compile: str = "off"                 # torch.compile mode of the supernet's parts (facenar.speed); off = eager
     preset: str | None = None
 
     def differences(self, reference: str = "paper") -> dict:

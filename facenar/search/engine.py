@@ -85,16 +85,16 @@ class SearchEngine:
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
     def _compile_supernet(self, mode: str) -> None:
-        """Each candidate op compiled on its own (facenar.speed.op_compiler); the module tree is unchanged."""
+        """The supernet's blocks (or ops) compiled per choice (Supernet.compile_parts through
+        facenar.speed.op_compiler); the module tree is unchanged."""
         if mode == "off":
             return
-        if not hasattr(self.supernet, "compile_ops"):
-            warn(f"--compile: the {self.cfg.space} space's supernet runs eager (only nar compiles per op)")
+        if not hasattr(self.supernet, "compile_parts"):
+            warn(f"--compile: the {self.cfg.space} space's supernet runs eager (only nar compiles per path part)")
             return
-        count = sum(1 for name, _ in self.supernet.named_modules() if name.endswith(".candidates"))
-        compile_op = op_compiler(mode, self.device, count * self.supernet.num_ops)
-        if compile_op is not None:
-            self.supernet.compile_ops(compile_op)
+        compile_fn = op_compiler(mode, self.device, self.supernet.compiled_part_count())
+        if compile_fn is not None:
+            self.supernet.compile_parts(compile_fn)
 
     # ----- one epoch -------------------------------------------------------------------------
     def autocast(self):

@@ -8,6 +8,7 @@ computes for its codes.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import torch
@@ -23,7 +24,7 @@ from facenar.space.resnet import ResNet
 
 class OpChoice(nn.Module):
     """All candidate ops of one site; runs the one selected by `active` (through `runners`, the
-    candidates' compiled forms, once Supernet.compile_ops has set them: the choice stays in Python)."""
+    candidates' compiled forms once Supernet.compile_parts has set them: the choice stays in Python)."""
 
     def __init__(self, candidates: list[nn.Module]):
         super().__init__()
@@ -83,12 +84,31 @@ class Supernet(nn.Module):
         self.select(codes)
         return super().forward(x)
 
-    def compile_ops(self, compile_op: Callable[[nn.Module], Callable]) -> None:
-        """Run every candidate op of every site through `compile_op` (e.g. torch.compile), once: the
-        sampled path changes every minibatch, so compiling the whole network would recompile for each
-        new path, while each op's graph depends only on its own shapes."""
-        for _, choice in self._choices:
-            choice.runners = [compile_op(op) for op in choice.candidates]
+    def compile_parts(self, compile_fn: Callable[[Callable], Callable]) -> None:
+        """Compile (e.g. torch.compile) what a path is made of, once: the sampled path changes every
+        minibatch, so compiling the whole network would recompile for each new path. With one slot per
+        block ("block" granularity) each block is compiled with each of its choices (dynamo keeps one graph
+        per value of the choice, a Python int), which fuses its BN, PReLU and shortcut around the op:
+        measured 1.22x eager per demo search step against 0.95x for ops compiled alone. With one slot per
+        conv a block would have num_ops^2 graphs, so each candidate op is compiled alone. The module tree
+        and state_dict do not change; a block's compiled forward is bound through a partial, so a deep
+        copy of the supernet runs its own weights."""
+        if self.granularity == "block":
+            for block in self._blocks():
+                block.forward = functools.partial(compile_fn(type(block).forward), block)
+        else:
+            for _, choice in self._choices:
+                choice.runners = [compile_fn(op) for op in choice.candidates]
+
+    def compiled_part_count(self) -> int:
+        """At most how many graphs compile_parts leads to (every path once): dynamo's recompile limits."""
+        parts = len(self._blocks()) if self.granularity == "block" else len(self._choices)
+        return parts * self.num_ops
+
+    def _blocks(self) -> list[nn.Module]:
+        """The blocks holding the conv sites, in network order."""
+        paths = dict.fromkeys(site.path.rsplit(".", 1)[0] for site in self.sites)
+        return [self.get_submodule(path) for path in paths]
 
 
 class IResNetSupernet(Supernet, IResNet):
