@@ -229,7 +229,7 @@ def section(rows: list[dict], quick: bool) -> Section:
                         "(child vs reference; supernet vs child; Ours-2 vs baseline, same backend); in the "
                         "'eager/compiled/channels_last' rows: relative to eager, same network and measure")
     result.notes.append("compile_s: the first compiled call's extra seconds (the search row: one pass over every "
-                        "candidate op), excluded from the timed repeats; channels_last training rows are absent "
+                        "block's every choice), excluded from the timed repeats; channels_last training rows are absent "
                         "where facenar.speed refuses them (oneDNN crash with < 16-channel strided 1x1 convs)")
     result.notes.append(", ".join(f"{k}: {v}" for k, v in machine_info().items()))
     return result
