@@ -288,9 +288,23 @@ def pareto_points(methods: list[dict], per_arch: list[dict], task: str) -> list[
     with whether it lies on the stand-alone front (higher top-1 at no more MACs)."""
     from facenar.search.pareto import front
 
-    points = [{"label": row["method"], "kind": "hand-made" if is_handmade(row) else "pick",
-               "accuracy": row["standalone_top1"], "MMACs": row["MMACs"], "sd": row["sd"]}
-              for row in methods if row["task"] == task and "standalone_top1" in row]
+    points, named = [], {}
+    for row in methods:
+        if row["task"] != task or "standalone_top1" not in row:
+            continue
+        if is_handmade(row):  # one network may be the alternative of several picks: one point
+            name, _, pick = row["method"].partition(" (hand-made, at the ")
+            if name in named:
+                named[name]["label"] += f", {pick.split()[0]}"
+                continue
+            label, kind = f"{name} (hand-made, at the picks' MACs of: {pick.split()[0]}", "hand-made"
+        else:
+            name, label, kind = row["method"], row["method"], "pick"
+        named[name] = {"label": label, "kind": kind, "accuracy": row["standalone_top1"], "MMACs": row["MMACs"],
+                       "sd": row["sd"]}
+        points.append(named[name])
+    for point in points:
+        point["label"] += ")" if point["kind"] == "hand-made" else ""
     seen = set()
     for row in per_arch:
         if row["task"] == task and row["codes"] not in seen:
@@ -358,13 +372,15 @@ def pareto_plot(methods: list[dict], per_arch: list[dict], tasks: Sequence[str],
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(tasks), figsize=(6.5 * len(tasks), 4.8), squeeze=False)
+    fig, axes = plt.subplots(len(tasks), 1, figsize=(10, 4.6 * len(tasks)), squeeze=False)
     styles = {"pick": dict(marker="o", ms=8), "hand-made": dict(marker="s", ms=7, mfc="none"),
               "architecture": dict(marker=".", ms=6, color="0.6")}
-    for ax, task in zip(axes[0], tasks):
+    for ax, task in zip(axes[:, 0], tasks):
         points = pareto_points(methods, per_arch, task)
+        grey = "other networks trained here (the ranking-fidelity table: baseline, random, derived)"
         for point in points:
-            label = None if point["kind"] == "architecture" else point["label"]
+            label = grey if point["kind"] == "architecture" else point["label"]
+            grey = None if point["kind"] == "architecture" else grey  # one legend entry for all of them
             ax.errorbar(point["MMACs"], point["accuracy"], yerr=point["sd"] or 0, linestyle="none", capsize=3,
                         label=label, **styles[point["kind"]])
         edge = sorted((p for p in points if p["front"]), key=lambda p: p["MMACs"])
@@ -372,9 +388,8 @@ def pareto_plot(methods: list[dict], per_arch: list[dict], tasks: Sequence[str],
                 alpha=0.6, label="stand-alone Pareto front")
         ax.set_xlabel("multiply-adds (M)")
         ax.set_ylabel("stand-alone top-1 (fixed budget)")
-        ax.set_title(f"{task}: picks (o), hand-made at their MACs (squares), other trained networks (grey)",
-                     fontsize=8)
-        ax.legend(fontsize=6)
+        ax.set_title(f"{task}: stand-alone top-1 (mean, seed sd) against multiply-adds", fontsize=9)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)

@@ -253,13 +253,18 @@ def test_pareto_reading_says_which_picks_are_on_the_front_and_compares_each_with
                    [(1, 5_100_000)] * 2, 0),
                row("face", "iresnet10 x0.19 width (hand-made, at the enas pick's MACs)", [0.60, 0.61],
                    [(1, 4_000_000)] * 2, 0),
+               row("face", "NAR + random (weight sharing)", [0.3, 0.4], [(1, 4_500_000)] * 2, 10),
+               row("face", "iresnet10 x0.19 width (hand-made, at the random pick's MACs)", [0.60, 0.61],
+                   [(1, 4_000_000)] * 2, 0),  # the same network as the enas pick's: one point
                row("face", "ENAS, searchable skips", [0.1, 0.2], [(1, 8_000_000)] * 2, 10)]
     per_arch = [{"task": "face", "arch": "baseline", "codes": "0000", "standalone_top1": 0.7, "MMACs": 13.6}]
     points = search_evidence.pareto_points(methods, per_arch, "face")
-    assert [p["front"] for p in points] == [False, False, True, False, True]  # iresnet10 dominates the pick
+    assert [p["front"] for p in points] == [False, False, True, False, False, True]  # iresnet10 dominates the picks
+    assert points[2]["label"] == "iresnet10 x0.19 width (hand-made, at the picks' MACs of: enas, random)"
     text = search_evidence.pareto_reading(methods, per_arch)
-    assert "face: on the stand-alone Pareto front (top-1 vs MACs over 5 networks trained here): " \
-           "NAR + enas (controller) no, ENAS, searchable skips no" in text
+    assert "face: on the stand-alone Pareto front (top-1 vs MACs over 6 networks trained here): " \
+           "NAR + enas (controller) no, NAR + random (weight sharing) no, ENAS, searchable skips no" in text
+    assert "NAR + random (weight sharing) trails iresnet10 x0.19 width by 0.255" in text
     assert "NAR + enas (controller) leads iresnet18 baseline x0.17 width by 0.120, more than one seed sd" in text
     assert "NAR + enas (controller) trails iresnet10 x0.19 width by 0.075, more than one seed sd (0.042)" in text
     methods[2]["standalone_top1"] = 0.55
