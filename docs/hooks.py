@@ -63,15 +63,15 @@ class _Captured(Exception):
         self.parser = parser
 
 
-def parser_of(module: str) -> argparse.ArgumentParser:
-    """The parser a command's main() builds, caught when main() parses (nothing runs)."""
+def parser_of(module: str, argv: tuple[str, ...] = ()) -> argparse.ArgumentParser:
+    """The parser a command's main(argv) builds, caught when main() parses (nothing runs)."""
     def capture(self, *args, **kwargs):
         raise _Captured(self)
 
     saved = argparse.ArgumentParser.parse_args, argparse.ArgumentParser.parse_known_args
     argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_known_args = capture
     try:
-        importlib.import_module(module).main([])
+        importlib.import_module(module).main(list(argv))
     except _Captured as caught:
         return caught.parser
     finally:
@@ -121,11 +121,13 @@ def _options_table(parser: argparse.ArgumentParser) -> list[str]:
     return rows
 
 
-def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
-    for action in parser._actions:
+def subcommands(module: str) -> dict[str, argparse.ArgumentParser]:
+    """A command's subcommands and their parsers: argparse subparsers, and the names in the module's
+    SUBCOMMANDS, whose main([name, ...]) parses with a parser of its own (facenar.search's `derive`)."""
+    for action in parser_of(module)._actions:
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
-    return {}
+    return {name: parser_of(module, (name,)) for name in getattr(importlib.import_module(module), "SUBCOMMANDS", ())}
 
 
 def command_page(root: Path = ROOT) -> str:
@@ -144,7 +146,7 @@ def command_page(root: Path = ROOT) -> str:
         lines += ["", f"## {typed} {{ #{_anchor(typed)} }}", "", _text(parser.description or ""), "",
                   "```text", parser.format_usage().strip(), "```", ""]
         lines += _options_table(parser)
-        for name, sub in _subparsers(parser).items():
+        for name, sub in subcommands(module).items():
             lines += ["", f"### {typed} {name}", "", _text(sub.description or ""), ""] + _options_table(sub)
         if parser.epilog:
             lines += ["", _text(parser.epilog)]

@@ -67,13 +67,14 @@ def test_command_reference_lists_every_option_with_its_default_and_source():
     page = hooks.command_page()
     for module in hooks.discover_commands():
         parser = hooks.parser_of(module)
-        for each in [parser, *hooks._subparsers(parser).values()]:
+        for each in [parser, *hooks.subcommands(module).values()]:
             for action in each._actions:
                 for flag in set(action.option_strings) - {"-h", "--help"}:
                     assert f"`{flag}" in page or f", {flag}" in page, (module, flag)
     # the default and its source come out of facenar.config.help_default's text
     assert "| `--epochs` |  | `35` | paper | demo: 2;" in page
     assert "| `--t0` | first SGDR cycle in epochs | `5` | paper |" in page
+    assert "### python -m facenar.search derive" in page and "`--rescore`" in page  # a subcommand with its own parser
 
 
 def test_split_help_reads_defaults_sources_and_presets():

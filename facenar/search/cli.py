@@ -174,6 +174,9 @@ def build_derive_parser() -> argparse.ArgumentParser:
     return p
 
 
+SUBCOMMANDS = ("derive",)  # main(["derive", ...]) parses with build_derive_parser (the docs' reference reads this)
+
+
 def derive_main(argv: Sequence[str]) -> int:
     args = vars(build_derive_parser().parse_args(argv))
     from facenar.search.rederive import derive_again
