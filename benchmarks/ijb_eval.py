@@ -67,7 +67,8 @@ def measure(fn, *args):
     return result, wall, cpu, peak / 2 ** 20
 
 
-def run(quick: bool = False) -> tuple[list[dict], dict]:
+def compare(quick: bool = False) -> tuple[list[dict], dict]:
+    """Both paths on one synthetic release: their rows, and the numbers both must give."""
     data = release(0.05 if quick else 1.0)
     (table, strict, area), ours_wall, ours_s, ours_mib = measure(ours, *data)
     (ref_table, ref_area), ref_wall, ref_s, ref_mib = measure(reference, *data)
@@ -96,8 +97,13 @@ def section(result, quick: bool) -> Section:
     return out
 
 
+def run(quick: bool = False) -> Section:
+    """The section benchmarks.run collects (it takes a Section or rows)."""
+    return section(compare(quick), quick)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    return benchmark_main(argv, "benchmarks.ijb_eval", __doc__, lambda quick, device: section(run(quick), quick),
+    return benchmark_main(argv, "benchmarks.ijb_eval", __doc__, lambda quick, device: run(quick),
                           quick_help="1/20 of IJB-C's counts (well under a minute)")
 
 

@@ -72,6 +72,9 @@ def run(quick: bool = False) -> Section:
     settings = _settings(quick)
     rows = []
     section = Section("Search strategies: speed ratios (one run, demo proxy)", COLUMNS, rows)
+    # the targets are set on the demo search; a quick search's fixed costs (loading the run, writing the
+    # plots) weigh several times more against its few steps, so quick mode reports ratios only
+    judge = section.target if not quick else (lambda description, met, detail: None)
     with tempfile.TemporaryDirectory(prefix="facenar-strategies-") as tmp:
         tmp = Path(tmp)
         enas_wall, enas_epochs = timed_search(tmp / "enas", {k: v for k, v in settings.items()
@@ -82,7 +85,7 @@ def run(quick: bool = False) -> Section:
         rows.append({"measure": "random search epoch (after PreTrain)", "seconds": median(random_epochs),
                      "reference": "enas epoch, same shared steps", "reference_s": median(enas_epochs),
                      "ratio": ratio, "target": "<= 0.6"})
-        section.target("random epoch <= 0.6x enas epoch", ratio <= 0.6, f"{ratio:.2f}x")
+        judge("random epoch <= 0.6x enas epoch", ratio <= 0.6, f"{ratio:.2f}x")
         points = json.loads((tmp / "enas" / "pareto.json").read_text())["points"]
         macs = sorted(p["macs"] for p in points)
         budget = (macs[0] + macs[-1]) / 2
@@ -91,7 +94,7 @@ def run(quick: bool = False) -> Section:
         rows.append({"measure": f"derive for a new budget (--max-macs {budget:.3g})", "seconds": derive_s,
                      "reference": "the whole enas search", "reference_s": enas_wall, "ratio": ratio,
                      "target": "<= 0.05"})
-        section.target("derive <= 5% of the search's wall time", ratio <= 0.05, f"{100 * ratio:.1f}%")
+        judge("derive <= 5% of the search's wall time", ratio <= 0.05, f"{100 * ratio:.1f}%")
         cold = timed_derive(tmp / "enas", tmp / "new_budget_rescored.json", rescore=True, max_macs=budget)
         rows.append({"measure": "the same, --rescore (every candidate scored again)", "seconds": cold,
                      "reference": "the whole enas search", "reference_s": enas_wall, "ratio": cold / enas_wall,
@@ -105,11 +108,12 @@ def run(quick: bool = False) -> Section:
                                 f"{samples} whole-val candidates), --rescore", "seconds": evolution,
                      "reference": f"enas derivation ({samples} samples + greedy), --rescore", "reference_s": same,
                      "ratio": ratio, "target": "<= 1.2"})
-        section.target("evolution derivation within 1.2x of enas derivation", ratio <= 1.2, f"{ratio:.2f}x")
+        judge("evolution derivation within 1.2x of enas derivation", ratio <= 1.2, f"{ratio:.2f}x")
     section.notes.append("ratios of medians measured in this one run on this machine; the time a run takes "
                          "depends on the load of the machine, the ratios much less")
     if quick:
-        section.notes.append(f"quick mode: {settings}")
+        section.notes.append(f"quick mode: {settings}; a smoke test that reports ratios only: the targets are "
+                             "set on the demo search and judged in full mode (benchmarks/search_strategies.md)")
     section.notes.append(", ".join(f"{k}: {v}" for k, v in machine_info().items()))
     return section
 

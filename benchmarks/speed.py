@@ -47,9 +47,9 @@ def variants_compiled(found: dict) -> bool:
 
 
 def _train_closure(forward: Callable, params, batch: int, size: int, classes: int, device: str,
-                   channels_last: bool, features: int = 512) -> Callable[[], None]:
+                   channels_last: bool, features: int = 512, wrap_loss: Callable = lambda fn: fn) -> Callable[[], None]:
     return train_step_closure(_Params(params), lambda x: forward(channels_last_input(x, channels_last)), batch, size,
-                              classes, device, features)
+                              classes, device, features, wrap_loss)
 
 
 class _Params(nn.Module):
@@ -109,13 +109,14 @@ def supernet_speed_rows(repeats: int, steps: int = 4, device: str = "cpu") -> li
     compile_fn = op_compiler("default", device, compiled.compiled_part_count())
     if compile_fn is not None:
         compiled.compile_parts(compile_fn)
+    wraps = {"eager": lambda fn: fn, "compiled": compile_fn or (lambda fn: fn)}  # head + loss: one graph, as the search
     rng = random.Random(0)
     paths = [[rng.randrange(eager.num_ops) for _ in range(eager.num_slots)] for _ in range(64)]
     runs, position = {}, {"eager": 0, "compiled": 0}
     for name, net in (("eager", eager), ("compiled", compiled)):
         step = _train_closure(lambda x, net=net, name=name: net(x, paths[position[name] % len(paths)]),
                               list(net.parameters()), s["batch"], s["input_size"], s["classes"], device, False,
-                              s["embedding_size"])
+                              s["embedding_size"], wraps[name])
 
         def several(step=step, name=name):
             for _ in range(steps):

@@ -19,9 +19,10 @@ CALIBRATION_BATCH = 8
 
 
 def train_step_closure(model: nn.Module, forward: Callable, batch: int, size: int, classes: int,
-                       device: str, features: int = 512) -> Callable[[], None]:
+                       device: str, features: int = 512, wrap_loss: Callable = lambda fn: fn) -> Callable[[], None]:
     """One closure = one SGD step on a fixed random batch (synchronised on CUDA); `features` = the
-    network's embedding length (512: iresnet's)."""
+    network's embedding length (512: iresnet's); `wrap_loss` wraps the head + loss (torch.compile: the
+    search's --compile compiles them as one graph)."""
     head = CosineClassifier(features, classes).to(device)
     margin = MarginSoftmax("arcface")
     params = [p for p in list(model.parameters()) + list(head.parameters()) if p.requires_grad]
@@ -29,10 +30,11 @@ def train_step_closure(model: nn.Module, forward: Callable, batch: int, size: in
     x = torch.randn(batch, 3, size, size, device=device)
     labels = torch.randint(0, classes, (batch,), device=device)
     cuda = device == "cuda"
+    head_loss = wrap_loss(lambda embedding: F.cross_entropy(margin(head(embedding), labels), labels))
 
     def step():
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-            loss = F.cross_entropy(margin(head(forward(x)), labels), labels)
+            loss = head_loss(forward(x))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -121,7 +121,8 @@ def op_compiler(mode: str, device: torch.device | str, count: int, backend="indu
     """A function compiling one part of a supernet (a block's forward or a candidate op), or None (mode
     off, or compiling cannot work here: then one warning line). Every block (every Conv2d, every
     Sequential) shares one forward code object, and dynamo keeps at most recompile_limit graphs per code
-    object before it silently runs eager, so the limits are raised to the `count` graphs to come."""
+    object before it silently runs eager, so the limits are raised to the `count` graphs to come, twice:
+    each may get a second, dynamic-shape graph (training batches and scoring chunks differ in size)."""
     if mode == "off":
         return None
     problem = compiler_problem(torch.device(device)) if backend == "inductor" else None
@@ -129,8 +130,8 @@ def op_compiler(mode: str, device: torch.device | str, count: int, backend="indu
         warn(f"--compile: {problem}; running the supernet eager")
         return None
     config = torch._dynamo.config
-    config.recompile_limit = max(config.recompile_limit, count)
-    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 2 * count)
+    config.recompile_limit = max(config.recompile_limit, 2 * count)
+    config.accumulated_recompile_limit = max(config.accumulated_recompile_limit, 4 * count)
     kwargs = compile_options(mode, backend, torch.device(device).type == "cpu")
     return lambda module: torch.compile(module, backend=backend, **kwargs)
 

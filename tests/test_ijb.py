@@ -263,11 +263,14 @@ def test_real_lfw_photos_as_an_ijb_release(realdata, checkpoint, tmp_path, capsy
 
 @pytest.mark.slow
 def test_benchmark_quick_identical_faster_and_leaner():
-    from benchmarks.ijb_eval import run
+    from benchmarks.ijb_eval import compare
+    from benchmarks.run import run_one
 
-    rows, numbers = run(quick=True)              # raises if the two paths disagree
+    rows, numbers = compare(quick=True)          # raises if the two paths disagree
     ours = rows[1]
     assert ours["speed_up"] > 1 and ours["memory_ratio"] < 1 and 0 <= numbers["auc"] <= 1
+    section, ran = run_one("ijb_eval", quick=True)  # as benchmarks.run collects it
+    assert ran and [row["path"] for row in section.rows] == [row["path"] for row in rows]
 
 
 def test_ijbb_names_and_the_parent_folder_are_found(ijb_demo, tmp_path):

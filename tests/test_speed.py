@@ -131,7 +131,7 @@ def test_supernet_compiles_each_part_once_per_choice_without_a_recompile_storm(g
     supernet = Supernet("iresnet18", width=0.0625, input_size=32, embedding_size=16, granularity=granularity).eval()
     reference = copy.deepcopy(supernet)
     parts = supernet.compiled_part_count()
-    assert parts == (8 if granularity == "block" else 16) * supernet.num_ops  # blocks or conv sites, every choice
+    assert parts == (8 if granularity == "block" else 16) * supernet.num_ops + 2  # blocks or sites x choices, stem, tail
     supernet.compile_parts(speed.op_compiler("default", "cpu", parts, backend=counting))
     assert set(supernet.state_dict()) == set(reference.state_dict())
     x = torch.randn(2, 3, 32, 32)
@@ -188,3 +188,38 @@ def test_every_mode_gives_inductor_options_it_knows():
             assert options["fallback_random"] is True and set(options) <= known
             assert ("layout_optimization" in options) == hazard
     assert speed.compile_options("default", "eager", True) == {}
+
+
+def test_search_compile_compiles_the_supernet_parts_and_the_head_with_the_loss(tiny_proxy, tmp_path, monkeypatch):
+    """`facenar.search --compile` through a graph-counting backend (no C++ built): the blocks, stem, tail
+    and head + loss become graphs, and the run's numbers match the eager run's."""
+    import csv
+
+    from facenar.search import engine
+    from facenar.search.cli import main as search
+
+    graphs = []
+
+    def counting(graph, inputs):
+        graphs.append(graph)
+        return graph.forward
+
+    real = speed.op_compiler
+    monkeypatch.setattr(engine, "op_compiler", lambda mode, device, count: real(mode, device, count, backend=counting))
+    tiny = ["--backbone", "iresnet10", "--width", "0.125", "--input-size", "32", "--embedding-size", "16",
+            "--epochs", "2", "--pretrain-epochs", "1", "--t0", "1", "--batch-size", "16", "--steps-per-epoch", "2",
+            "--controller-steps", "1", "--controller-samples", "2", "--val-batch", "16", "--derive-samples", "2",
+            "--random-samples", "1", "--data", str(tiny_proxy)]
+    assert search([*tiny, "--out", str(tmp_path / "eager")]) == 0
+    assert not graphs
+    assert search([*tiny, "--compile", "--out", str(tmp_path / "compiled")]) == 0
+    inputs = [graph.code.split("):", 1)[0] for graph in graphs]  # each graph's forward signature
+    assert any("L_head_parameters_weight_" in signature for signature in inputs)  # the head + loss
+    assert any("prelu" in signature and "runners" not in signature for signature in inputs)  # the stem
+    assert any("L_self_modules_fc_parameters_weight_" in signature for signature in inputs)  # the tail
+    assert any("runners_1" in signature for signature in inputs)  # a block with its op 1
+    rows = [list(csv.DictReader(open(tmp_path / name / "search.csv"))) for name in ("eager", "compiled")]
+    assert len(rows[0]) == len(rows[1]) == 2
+    for eager_row, compiled_row in zip(*rows):
+        for column in ("shared_loss", "train_acc", "reward_mean"):
+            assert float(compiled_row[column]) == pytest.approx(float(eager_row[column]), rel=RTOL, abs=ATOL)

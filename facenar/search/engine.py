@@ -60,10 +60,10 @@ class SearchEngine:
         self.data = data if data is not None else task.search_data(cfg)
         self.space = make_space(cfg)  # NAR's or ENAS's: supernet, controller, codes, arch file
         self.supernet = self.space.supernet().to(self.device)
-        self._compile_supernet(cfg.compile)
         self.head = task.search_head(dataclasses.replace(cfg, embedding_size=self.space.feature_size),
                                      self.data.num_classes).to(self.device)
         self.loss = task.search_loss(cfg)
+        self._logits_and_loss = self._compile(cfg.compile)
         self.params = [p for m in (self.supernet, self.head) for p in m.parameters()]
         self.optimizer = torch.optim.SGD(self.params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0,
                                          weight_decay=cfg.weight_decay)
@@ -84,17 +84,26 @@ class SearchEngine:
                                    curve=self.strategy.curve) if ctx.is_main else None
         self.epoch, self.best = 0, {"reward": None, "codes": None}
 
-    def _compile_supernet(self, mode: str) -> None:
-        """The supernet's blocks (or ops) compiled per choice (Supernet.compile_parts through
-        facenar.speed.op_compiler); the module tree is unchanged."""
+    def _compile(self, mode: str):
+        """--compile: the supernet's parts compiled per choice (Supernet.compile_parts through
+        facenar.speed.op_compiler) and the head with the loss as one graph; the module tree is unchanged.
+        Returns the (maybe compiled) function from features to (logits, loss)."""
+        head, loss_fn = self.head, self.loss
+
+        def logits_and_loss(features: torch.Tensor, labels: torch.Tensor):
+            logits = head(features.float())  # the cosine head in fp32: bf16 costs +-0.1 on an s=64 logit
+            return logits, loss_fn(logits, labels)
+
         if mode == "off":
-            return
+            return logits_and_loss
         if not hasattr(self.supernet, "compile_parts"):
             warn(f"--compile: the {self.cfg.space} space's supernet runs eager (only nar compiles per path part)")
-            return
+            return logits_and_loss
         compile_fn = op_compiler(mode, self.device, self.supernet.compiled_part_count())
-        if compile_fn is not None:
-            self.supernet.compile_parts(compile_fn)
+        if compile_fn is None:
+            return logits_and_loss
+        self.supernet.compile_parts(compile_fn)
+        return compile_fn(logits_and_loss)
 
     # ----- one epoch -------------------------------------------------------------------------
     def autocast(self):
@@ -123,8 +132,7 @@ class SearchEngine:
             labels = labels.to(self.device, non_blocking=True)
             with self.autocast():
                 features = self.supernet(images, archs[i])
-            logits = self.head(features.float())  # the cosine head in fp32: bf16 costs +-0.1 on an s=64 logit
-            loss = self.loss(logits, labels)
+            logits, loss = self._logits_and_loss(features, labels)
             self.optimizer.zero_grad(set_to_none=True)
             if self.scaler is not None:
                 self.scaler.scale(loss).backward()

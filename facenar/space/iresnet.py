@@ -139,10 +139,15 @@ class IResNet(nn.Module):
         self.features.weight.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.prelu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        x = self.dropout(self.bn2(x))
-        return self.features(self.fc(torch.flatten(x, 1)))
+        return self.forward_tail(self.layer4(self.layer3(self.layer2(self.layer1(self.forward_stem(x))))))
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1-BN-PReLU: the fixed part before the blocks (a supernet compiles it apart from them)."""
+        return self.prelu(self.bn1(self.conv1(x)))
+
+    def forward_tail(self, x: torch.Tensor) -> torch.Tensor:
+        """BN2d-Dropout-FC-BN1d: the fixed "E" output after the blocks."""
+        return self.features(self.fc(torch.flatten(self.dropout(self.bn2(x)), 1)))
 
 
 def fixed_ops(ops: list[str]) -> OpFactory:

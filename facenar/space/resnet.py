@@ -137,8 +137,14 @@ class ResNet(nn.Module):
                 nn.init.constant_(module.bias, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.forward_tail(self.layer4(self.layer3(self.layer2(self.layer1(self.forward_stem(x))))))
+
+    def forward_stem(self, x: torch.Tensor) -> torch.Tensor:
+        """conv1-BN-ReLU(-maxpool): the fixed part before the blocks (a supernet compiles it apart from them)."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward_tail(self, x: torch.Tensor) -> torch.Tensor:
+        """Global average pool and dropout: the fixed part after the blocks."""
         return self.dropout(torch.flatten(self.avgpool(x), 1))
 
 
