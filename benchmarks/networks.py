@@ -171,8 +171,9 @@ def speed_rows(quick: bool, device: str) -> list[dict]:
 
     s = _settings(quick, device)
     infer = (1.0, 112, 256 if device == "cuda" else CALIBRATION_BATCH)  # deployment size in every mode
+    # a demo search step takes milliseconds: 30 repeats at least, so the median is not one noisy step's
     return (network_speed_rows((s["width"], s["input_size"], s["batch"]), infer, s["classes"], s["repeats"], device)
-            + supernet_speed_rows(s["repeats"], device=device))
+            + supernet_speed_rows(max(s["repeats"], 30), device=device))
 
 
 def run(quick: bool = False, device: str = "cpu") -> list[dict]:
