@@ -96,6 +96,13 @@ class EvidenceSection(Section):
         return head.rstrip() + "\n\n" + "\n".join(extra) + ("\n- " + tail if tail else "")
 
 
+def shown(path: Path) -> str:
+    """A plot's path as the report names it: relative to the working directory when inside it (a committed
+    report must not name the machine's folders)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+
+
 def progress(message: str) -> None:
     """One line per finished search or training on stderr: the full mode runs for an hour or more."""
     print(f"search_evidence: {message}", file=sys.stderr, flush=True)
@@ -507,11 +514,12 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
                  f"with training seeds {list(s['seeds'])}, so their spread is the training seed's, the picks' the "
                  f"search seed's; MMACs and params_M of the networks without the task's head")
     if points:
-        notes.append(f"scatter plot: {plot}")
+        notes.append(f"scatter plot: {shown(plot)}")
     if ran:
-        notes.append(f"Pareto plot (stand-alone top-1 against MACs, every network trained here): {pareto_png}")
+        notes.append("Pareto plot (stand-alone top-1 against MACs, every network trained here): "
+                     + shown(pareto_png))
     if fig1:
-        notes.append(f"Fig. 1 plot: {fig1_png} (left: KL(p_skip || 0.5), right: mean skip probability). Its two "
+        notes.append(f"Fig. 1 plot: {shown(fig1_png)} (left: KL(p_skip || 0.5), right: mean skip probability). Its two "
                      f"searches: ENAS on {FIG1_TASK}, {preset} preset with {s['search'] | s['spaces']['enas'] | s['fig1']}"
                      + ("" if s["fig1"] else " (the NAR-vs-baselines ENAS search is the penalty-on run)")
                      + f", seed {s['seeds'][0]}, --skip-weight 0.8 vs 0. KL(Bern(p) || Bern(0.5)) lies in [0, ln 2]; "
