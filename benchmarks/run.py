@@ -129,9 +129,12 @@ def run_all(names: Sequence[str], quick: bool = False, device: str = "cpu", pack
 
 
 def _is_report(path: Path) -> bool:
+    """An earlier report; only a regular file is opened (a FIFO would block the peek forever)."""
     try:
+        if not path.is_file():
+            return False
         with open(path, "rb") as handle:
-            return path.is_file() and handle.read(len(HEADER)) == HEADER.encode()
+            return handle.read(len(HEADER)) == HEADER.encode()
     except OSError:
         return False
 

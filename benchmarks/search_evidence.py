@@ -548,8 +548,11 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
 
 
 def _earlier_report(out: Path | None) -> bool:
-    """An earlier output of this command (and its plot) may be replaced without --force."""
+    """An earlier output of this command (and its plot) may be replaced without --force. Only a regular
+    file is opened: opening a FIFO to peek would wait for a writer forever."""
     try:
+        if not Path(out).is_file():
+            return False
         with open(out, "rb") as handle:
             return handle.read(len(TITLE) + 3) == f"## {TITLE}".encode()
     except (OSError, TypeError):

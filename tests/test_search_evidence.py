@@ -270,3 +270,17 @@ def test_pareto_reading_says_which_picks_are_on_the_front_and_compares_each_with
     methods[2]["standalone_top1"] = 0.55
     assert "trails iresnet10 x0.19 width by 0.020, within one seed sd" in search_evidence.pareto_reading(methods,
                                                                                                           per_arch)
+
+
+@pytest.mark.parametrize("command", [["benchmarks.search_evidence", "--quick"], ["benchmarks.run", "--quick"]])
+def test_a_fifo_as_out_is_refused_without_waiting_for_a_writer(command, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    fifo = tmp_path / "report.md"
+    os.mkfifo(fifo)
+    done = subprocess.run([sys.executable, "-m", *command, "--out", str(fifo)], capture_output=True, text=True,
+                          timeout=120, cwd=Path(__file__).resolve().parent.parent)  # the old peek blocked forever
+    assert done.returncode == 2 and done.stderr.strip().splitlines()[-1].startswith("error: --out")
+    assert fifo.is_fifo()
