@@ -4,7 +4,7 @@ An Operator holds the form each space builds: for NAR `nar(cin, cout, stride) ->
 keeps the replaced conv's output shape, so any op fits any slot and BN/PReLU/shortcut stay untouched;
 for ENAS's macro space `enas(channels)`, one layer's branch at constant width.
 The first four (PAPER_OPS, codes 0-3) are the paper's face candidates; the 5x5 ops complete
-ENAS's set. Pooling ops average over real pixels only (count_include_pad=False) so a border
+ENAS's set. Pooling ops (facenar.space.pooling) average over real pixels only so a border
 pixel is not darkened by zero padding; their 1x1 conv adapts the channel count.
 """
 from __future__ import annotations
@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from facenar.registry import Registry
+from facenar.space.pooling import AvgPool3x3, MaxPool3x3
 
 PAPER_OPS = ("conv3x3", "dwconv3x3", "max3x3", "avg3x3")
 
@@ -43,44 +42,11 @@ def dwconv(kernel: int) -> Callable[[int, int, int], nn.Module]:
     return build
 
 
-def separable_max3x3(x: torch.Tensor, stride: int) -> torch.Tensor:
-    """max_pool2d(x, 3, stride, padding=1) as two passes of elementwise maxima (columns, then rows) over the
-    -inf-padded input: the same values (a maximum is exact), no gradient bookkeeping."""
-    rows, cols = ((size - 1) // stride + 1 for size in x.shape[-2:])
-    padded = F.pad(x, (1, 1, 1, 1), value=float("-inf"))
-    span = lambda k, n: slice(k, k + (n - 1) * stride + 1, stride)  # the k-th tap of every output position
-    wide = torch.maximum(torch.maximum(padded[..., span(0, cols)], padded[..., span(1, cols)]),
-                         padded[..., span(2, cols)])
-    return torch.maximum(torch.maximum(wide[..., span(0, rows), :], wide[..., span(1, rows), :]),
-                         wide[..., span(2, rows), :])
-
-
-class MaxPool3x3(nn.MaxPool2d):
-    """nn.MaxPool2d(3, stride, padding=1). Without autograd on CPU (search rewards, derivation, evaluation)
-    it computes separable_max3x3: torch 2.13's CPU max_pool2d on NCHW activations was 4-8x slower there and
-    took a third of a derivation's time. Where a gradient flows (its tie rule: the window's first maximum),
-    under tracing, export or compile (the MaxPool node), and on other devices it is max_pool2d itself."""
-
-    def __init__(self, stride: int):
-        super().__init__(3, stride=stride, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if (x.device.type != "cpu" or x.dim() != 4 or not x.is_contiguous()
-                or (torch.is_grad_enabled() and x.requires_grad)
-                or torch.jit.is_tracing() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()):
-            return super().forward(x)
-        return separable_max3x3(x, self.stride)
-
-
 def pool(kind: str) -> Callable[[int, int, int], nn.Module]:
     """3x3 max or average pooling (stride s, pad 1) followed by a 1x1 Cin->Cout."""
 
     def build(cin: int, cout: int, stride: int) -> nn.Module:
-        if kind == "max":
-            layer = MaxPool3x3(stride)
-        else:
-            layer = nn.AvgPool2d(3, stride=stride, padding=1, count_include_pad=False)
-        return nn.Sequential(layer, _conv(cin, cout, 1))
+        return nn.Sequential(MaxPool3x3(stride) if kind == "max" else AvgPool3x3(stride), _conv(cin, cout, 1))
 
     return build
 
@@ -100,7 +66,7 @@ def enas_branch(kind: str, kernel: int = 3) -> Callable[[int], nn.Module]:
             tail = [nn.Conv2d(channels, channels, kernel, padding=kernel // 2, groups=channels, bias=False),
                     *_conv_bn_relu(channels, channels, 1)]
         elif kind == "avg":  # TF "SAME" average pooling divides by the real pixels only
-            tail = [nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)]
+            tail = [AvgPool3x3(1)]
         else:
             tail = [MaxPool3x3(1)]
         return nn.Sequential(*head, *tail)
