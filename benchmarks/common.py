@@ -10,7 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable
+from typing import Callable, Hashable
 
 
 @dataclass
@@ -36,12 +36,13 @@ class Section:
         return "\n".join(lines).rstrip() + "\n"
 
 
-def interleaved_times(candidates: dict[str, Callable[[], object]], repeats: int, warmup: int = 1) -> dict[str, list[float]]:
+def interleaved_times(candidates: dict[Hashable, Callable[[], object]], repeats: int,
+                      warmup: int = 1) -> dict[Hashable, list[float]]:
     """Time each candidate `repeats` times, round-robin, so drifts in machine load hit all alike."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
-    times: dict[str, list[float]] = {name: [] for name in candidates}
+    times: dict[Hashable, list[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
             start = time.perf_counter()
