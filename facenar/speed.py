@@ -119,10 +119,10 @@ class Compiled:
 
 def op_compiler(mode: str, device: torch.device | str, count: int, backend="inductor") -> Callable | None:
     """A function compiling one part of a supernet (a block's forward or a candidate op), or None (mode
-    off, or compiling cannot work here: then one warning line). Every block (every Conv2d, every
-    Sequential) shares one forward code object, and dynamo keeps at most recompile_limit graphs per code
-    object before it silently runs eager, so the limits are raised to the `count` graphs to come, twice:
-    each may get a second, dynamic-shape graph (training batches and scoring chunks differ in size)."""
+    off, or compiling cannot work here: then one warning line). Dynamo keeps at most recompile_limit
+    graphs per code object before it silently runs eager; a part holds one graph per choice (more than the
+    default 8 with ENAS's six ops) and each may get a second, dynamic-shape graph (training batches and
+    scoring chunks differ in size), so the limits are raised to twice the `count` graphs to come."""
     if mode == "off":
         return None
     problem = compiler_problem(torch.device(device)) if backend == "inductor" else None
