@@ -154,7 +154,9 @@ def write_report(out: str | Path, text: str, force: bool = False) -> None:
 
 
 def parse_only(text: str | None) -> list[str]:
-    if not text:
+    """--only's names; absent: every benchmark (an empty --only is an error, not "all": it would overwrite
+    the report with every benchmark's minutes of work)."""
+    if text is None:
         return list(BENCHMARKS)
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in BENCHMARKS]

@@ -127,6 +127,9 @@ def test_only_option_validates_names():
     assert bench_run.parse_only("cost_table, networks") == ["cost_table", "networks"]
     with pytest.raises(UserError, match="unknown benchmark nope"):
         bench_run.parse_only("cost_table,nope")
+    for empty in ("", " , "):  # not "all": an empty value is a mistake, not every benchmark's minutes
+        with pytest.raises(UserError, match="unknown benchmark"):
+            bench_run.parse_only(empty)
 
 
 def test_main_strict_exit_code(fake_package, tmp_path, monkeypatch):
