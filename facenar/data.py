@@ -231,7 +231,8 @@ class ProxyData:
     def __init__(self, folder: str | Path, input_size: int, augment: str = "flip"):
         self.folder = Path(folder)
         if not self.folder.is_dir():
-            raise UserError(f"--data {self.folder} does not exist; give a proxy split folder "
+            state = "is not a folder" if self.folder.exists() else "does not exist"
+            raise UserError(f"--data {self.folder} {state}; give a proxy split folder "
                             "(python -m facenar.prepare_proxy builds one)")
         for prefix in ("train", "val"):
             missing = [f"{prefix}.{ext}" for ext in ("rec", "idx") if not (self.folder / f"{prefix}.{ext}").is_file()]

@@ -140,3 +140,15 @@ def test_proxy_split_parses_each_split_once_and_normalises_like_the_dataset(tiny
     assert torch.equal(images[3], plain[3][0]) and int(labels[3]) == plain[3][1]
     assert torch.equal(data.to_input(images[3:4]), device_input(plain[3][0][None], torch.device("cpu")))
     assert torch.equal(normalize(torch.tensor([0, 255], dtype=torch.uint8)), torch.tensor([-1.0, 1.0]))
+
+
+def test_proxy_data_names_what_is_wrong_with_the_folder(tmp_path):
+    from facenar.data import ProxyData
+
+    with pytest.raises(UserError, match="does not exist"):
+        ProxyData(tmp_path / "missing", input_size=32)
+    (tmp_path / "split.md").write_text("not a folder")
+    with pytest.raises(UserError, match="split.md is not a folder"):
+        ProxyData(tmp_path / "split.md", input_size=32)
+    with pytest.raises(UserError, match="is not a proxy split: train.rec, train.idx missing"):
+        ProxyData(tmp_path, input_size=32)
