@@ -24,10 +24,15 @@ from torch import Tensor, nn
 Combine = Callable[[Tensor, Tensor], Tensor]
 
 
+def _pooled_size(size: int, stride: int) -> int:
+    """Output length of a 3x3 window with padding 1."""
+    return (size - 1) // stride + 1
+
+
 def _separable3x3(x: Tensor, stride: int, pad_value: float, combine: Combine) -> Tensor:
     """A 3x3 window reduction with padding 1 as two passes over the padded input (columns, then rows):
     `combine(earlier tap, later tap)` folds the three taps of every output position."""
-    rows, cols = ((size - 1) // stride + 1 for size in x.shape[-2:])
+    rows, cols = (_pooled_size(size, stride) for size in x.shape[-2:])
     padded = F.pad(x, (1, 1, 1, 1), value=pad_value)
     span = lambda k, n: slice(k, k + (n - 1) * stride + 1, stride)  # the k-th tap of every output position
     wide = combine(combine(padded[..., span(0, cols)], padded[..., span(1, cols)]), padded[..., span(2, cols)])
@@ -52,7 +57,7 @@ def separable_avg3x3(x: Tensor, stride: int) -> Tensor:
 
 def _pooled(x: Tensor, stride: int) -> Tensor:
     n, c, h, w = x.shape
-    return x.new_empty((n, c, (h - 1) // stride + 1, (w - 1) // stride + 1))
+    return x.new_empty((n, c, _pooled_size(h, stride), _pooled_size(w, stride)))
 
 
 # aten's pooling kernels as opaque ops: inductor calls them instead of lowering pooling itself. Inputs and
