@@ -10,6 +10,7 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Hashable
 
 
@@ -34,6 +35,19 @@ class Section:
             lines.append(f"- target {description}: **{'met' if met else 'NOT met'}** ({detail})")
         lines.extend(f"- {note}" for note in self.notes)
         return "\n".join(lines).rstrip() + "\n"
+
+
+def is_earlier_report(path: str | Path, header: str) -> bool:
+    """Whether `path` is a regular file that begins with `header`: an earlier report of a benchmark command,
+    which a rerun may replace without --force. Only a regular file is opened: peeking into a FIFO would wait
+    for a writer forever."""
+    try:
+        if not Path(path).is_file():
+            return False
+        with open(path, "rb") as handle:
+            return handle.read(len(header.encode())) == header.encode()
+    except OSError:
+        return False
 
 
 def interleaved_times(candidates: dict[Hashable, Callable[[], object]], repeats: int,

@@ -32,7 +32,7 @@ from typing import Sequence
 
 import torch
 
-from benchmarks.common import Section, machine_info, markdown_table
+from benchmarks.common import Section, is_earlier_report, machine_info, markdown_table
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 
@@ -548,15 +548,8 @@ def run(quick: bool = False, device: str = "cpu", plot: str | Path = DEFAULT_PLO
 
 
 def _earlier_report(out: Path | None) -> bool:
-    """An earlier output of this command (and its plot) may be replaced without --force. Only a regular
-    file is opened: opening a FIFO to peek would wait for a writer forever."""
-    try:
-        if not Path(out).is_file():
-            return False
-        with open(out, "rb") as handle:
-            return handle.read(len(TITLE) + 3) == f"## {TITLE}".encode()
-    except (OSError, TypeError):
-        return False
+    """An earlier output of this command (and its plot) may be replaced without --force."""
+    return out is not None and is_earlier_report(out, f"## {TITLE}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
