@@ -10,8 +10,9 @@ and every isinstance check see plain pooling, and the values are pooling's own:
   strided 3x3 pooling (its max backward a scatter) ran 2-3x slower than aten's kernels here;
 - anywhere else (eager with autograd, tracing, export, other devices): aten's pooling itself.
 
-Together the compiled forms took the demo search's compiled shared-weight step from 1.13x to ~1.2x eager
-(benchmarks.networks; the speed guide has the measurements).
+With the supernet's own code object per compiled part, these forms took the demo search's compiled
+shared-weight step from 1.12-1.18x to 1.27-1.31x eager (benchmarks.networks; the speed guide has the
+measurements).
 """
 from __future__ import annotations
 
